@@ -1,0 +1,389 @@
+//! The non-streaming endpoints: publish, negotiate, reports, status, metrics, health.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::event::{NewEvent, TopicSet};
+use crate::metrics::{FallbackLabel, TransportLabel};
+use crate::transport::{Transport, disabled_reason};
+
+/// Largest publish body, in bytes.
+pub const MAX_PUBLISH_BODY: usize = 1024 * 1024;
+/// Most events in one publish request.
+pub const MAX_PUBLISH_BATCH: usize = 1000;
+/// Largest report body, in bytes.
+pub const MAX_REPORT_BODY: usize = 1024;
+/// Reports accepted per second across all clients (the bucket also holds this many).
+pub const REPORTS_PER_SECOND: f64 = 50.0;
+/// Reasons a client may report for a fallback.
+pub const REPORT_REASONS: &[&str] = &[
+    "upgrade_failed",
+    "no_ready",
+    "stalled",
+    "http_status",
+    "network_error",
+    "closed",
+    "disabled",
+    "probe_failed",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishEvent {
+    topic: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// `POST /v1/events`: one event or an array of them → `201 {"ids":[…]}`.
+pub(crate) async fn publish(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let body = body.map_err(|e| body_error(e, MAX_PUBLISH_BODY))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("body is not valid JSON ({e}); expected {{\"topic\",\"type\",\"data\"}} or an array of them"),
+        )
+    })?;
+    let (items, array) = match value {
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            "the array of events is empty",
+        ));
+    }
+    if items.len() > MAX_PUBLISH_BATCH {
+        return Err(ApiError::bad_request(
+            "too_many_events",
+            format!(
+                "at most {MAX_PUBLISH_BATCH} events per request, got {}",
+                items.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = if array {
+            format!("event {i}: ")
+        } else {
+            String::new()
+        };
+        let raw: PublishEvent = serde_json::from_value(item).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_event",
+                format!(
+                    "{at}{e}; an event is {{\"topic\":string,\"type\":string,\"data\":any JSON}}"
+                ),
+            )
+        })?;
+        let event = NewEvent::new(&raw.topic, &raw.kind, raw.data)
+            .map_err(|e| ApiError::bad_request("invalid_event", format!("{at}{}", e.0)))?;
+        events.push(event);
+    }
+    let stored = state.hub.publish(events);
+    let ids: Vec<&str> = stored.iter().map(|e| &*e.id).collect();
+    Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = &state.config.publish_key else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized(
+            "publishing needs `Authorization: Bearer <SWITCHYARD_PUBLISH_KEY>`",
+        ))?
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized(
+            "the Authorization header must be `Bearer <key>`",
+        ))?;
+    if constant_time_eq::constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("the publish key is wrong"))
+    }
+}
+
+fn body_error(e: BytesRejection, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::bad_request("invalid_body", e.body_text())
+    }
+}
+
+/// `mode` as the spec names it: `live` when WebSocket is on, `degraded` when only
+/// fallbacks are, `off` when nothing is.
+fn mode(state: &AppState) -> &'static str {
+    let t = &state.config.transports;
+    if t.enabled(Transport::WebSocket) {
+        "live"
+    } else if t.0.is_empty() {
+        "off"
+    } else {
+        "degraded"
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NegotiateQuery {
+    topics: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Offered {
+    name: Transport,
+    url: &'static str,
+}
+
+#[derive(Serialize)]
+struct Disabled {
+    name: Transport,
+    reason: &'static str,
+}
+
+/// `GET /v1/negotiate`: transports to try, in order, and the settings a client needs.
+pub(crate) async fn negotiate(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<NegotiateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request("invalid_query", format!("query string: {}", e.body_text()))
+    })?;
+    if let Some(topics) = query.topics.as_deref() {
+        TopicSet::parse_list(topics).map_err(|e| ApiError::bad_request("invalid_topic", e.0))?;
+    }
+    let transports: Vec<Offered> = state
+        .config
+        .transports
+        .0
+        .iter()
+        .map(|&name| Offered {
+            name,
+            url: name.path(),
+        })
+        .collect();
+    let disabled: Vec<Disabled> = Transport::ALL
+        .into_iter()
+        .filter_map(|name| disabled_reason(&state, name).map(|reason| Disabled { name, reason }))
+        .collect();
+    let body = json!({
+        "transports": transports,
+        "disabled": disabled,
+        "mode": mode(&state),
+        "cursor": state.hub.stats().head,
+        "heartbeat_ms": state.config.heartbeat.get().as_millis() as u64,
+        "poll_timeout_ms": state.config.poll_timeout.get().as_millis() as u64,
+    });
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    from: String,
+    to: String,
+    reason: String,
+}
+
+/// A token bucket: at most [`REPORTS_PER_SECOND`] reports a second across all clients.
+pub(crate) struct ReportLimiter {
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl ReportLimiter {
+    pub(crate) fn new() -> ReportLimiter {
+        ReportLimiter {
+            bucket: Mutex::new((REPORTS_PER_SECOND, Instant::now())),
+        }
+    }
+
+    fn admit(&self) -> bool {
+        let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = &mut *guard;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * REPORTS_PER_SECOND)
+            .min(REPORTS_PER_SECOND);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `POST /v1/reports`: a browser client says it fell back, and why. Counted, not stored.
+pub(crate) async fn report(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(|e| body_error(e, MAX_REPORT_BODY))?;
+    let report: Report = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_report",
+            format!("{e}; a report is {{\"from\":transport,\"to\":transport or \"none\",\"reason\":string}}"),
+        )
+    })?;
+    let transport_or_none = |name: &str| name == "none" || Transport::from_name(name).is_some();
+    if !transport_or_none(&report.from) || !transport_or_none(&report.to) {
+        return Err(ApiError::bad_request(
+            "invalid_report",
+            "from and to must each be websocket, sse, longpoll or none",
+        ));
+    }
+    if !REPORT_REASONS.contains(&report.reason.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_report",
+            format!("reason must be one of {}", REPORT_REASONS.join(", ")),
+        ));
+    }
+    if !state.reports.admit() {
+        state.metrics.reports_dropped.inc();
+        return Err(ApiError::TooManyRequests(
+            "too many reports; this one was not counted",
+        ));
+    }
+    tracing::info!(from = %report.from, to = %report.to, reason = %report.reason, "client fell back");
+    state
+        .metrics
+        .fallbacks
+        .get_or_create(&FallbackLabel {
+            from: report.from.to_ascii_lowercase(),
+            to: report.to.to_ascii_lowercase(),
+            reason: report.reason,
+        })
+        .inc();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/status`: the server's state as JSON.
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
+    let m = &state.metrics;
+    let mut transports = serde_json::Map::new();
+    for t in Transport::ALL {
+        let label = TransportLabel { transport: t };
+        transports.insert(
+            t.name().to_owned(),
+            json!({
+                "enabled": state.config.transports.enabled(t),
+                "reason": disabled_reason(&state, t),
+                "open": m.open.get_or_create(&label).get(),
+                "total": m.opened.get_or_create(&label).get(),
+                "delivered": m.delivered.get_or_create(&label).get(),
+            }),
+        );
+    }
+    let mut fallbacks = serde_json::Map::new();
+    for t_from in ["websocket", "sse", "longpoll", "none"] {
+        for t_to in ["websocket", "sse", "longpoll", "none"] {
+            for reason in REPORT_REASONS {
+                let label = FallbackLabel {
+                    from: t_from.into(),
+                    to: t_to.into(),
+                    reason: (*reason).into(),
+                };
+                // Read without creating entries for label sets never seen.
+                let n = m.fallbacks.get(&label).map_or(0, |c| c.get());
+                if n > 0 {
+                    let entry = fallbacks.entry(*reason).or_insert(json!(0));
+                    *entry = json!(entry.as_u64().unwrap_or(0) + n);
+                }
+            }
+        }
+    }
+    let delivered: u64 = Transport::ALL
+        .iter()
+        .map(|&t| {
+            m.delivered
+                .get_or_create(&TransportLabel { transport: t })
+                .get()
+        })
+        .sum();
+    let log = state.hub.stats();
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "epoch": state.hub.epoch(),
+        "cursor": log.head,
+        "mode": mode(&state),
+        "draining": state.shutdown.is_cancelled(),
+        "transports": transports,
+        "connections": {
+            "open": state.open_streams.load(std::sync::atomic::Ordering::Acquire),
+            "max": state.config.max_connections,
+        },
+        "log": {
+            "retained": log.retained,
+            "oldest": log.oldest,
+            "retain": state.config.retain,
+            "retain_age_s": state.config.retain_age.get().as_secs(),
+        },
+        "counters": {
+            "published": m.hub.published.get(),
+            "delivered": delivered,
+            "resets": m.hub.resets.get(),
+            "lagged": m.hub.lagged.get(),
+            "upgrade_stripped": m.upgrade_stripped.get(),
+            "fallbacks": fallbacks,
+            "reports_dropped": m.reports_dropped.get(),
+        },
+    });
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus / OpenMetrics text.
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, state.metrics.registry())
+        .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// `GET /healthz`: 200 while serving, 503 while draining.
+pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
+}

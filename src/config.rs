@@ -1,0 +1,370 @@
+//! Configuration from the environment (and the same names as flags), with `--help`.
+//!
+//! Every setting is a `SWITCHYARD_*` variable (SPEC §7). An invalid value stops the start
+//! with one line naming the variable, the value and what is allowed
+//! ([`Config::from_env`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+use crate::transport::Transport;
+
+/// Longest heartbeat interval accepted.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+/// Shortest heartbeat interval accepted (a faster one would only burn CPU).
+const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+/// Longest long-poll wait accepted (stay below common proxy read timeouts of 60 s+).
+const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most events the log may be configured to keep.
+const MAX_RETAIN: usize = 10_000_000;
+/// Most padding bytes at the start of an SSE stream.
+const MAX_SSE_PADDING: usize = 65_536;
+/// Most events in one long-poll answer.
+const MAX_POLL_BATCH: usize = 100_000;
+
+/// switchyard — one event source, three transports (WebSocket, Server-Sent Events, long
+/// polling), negotiated per client.
+///
+/// Every option is read from its environment variable; a flag of the same name overrides
+/// it. Logs are filtered with RUST_LOG (default: info).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchyard", version, about, long_about = None, max_term_width = 100)]
+pub struct Config {
+    /// Listen address.
+    #[arg(long, env = "SWITCHYARD_ADDR", default_value = "127.0.0.1:3000", value_parser = parse_addr)]
+    pub addr: SocketAddr,
+
+    /// Enabled transports, in preference order: a comma-separated subset of
+    /// websocket, sse, longpoll. Empty or "none" switches live updates off.
+    #[arg(long, env = "SWITCHYARD_TRANSPORTS", default_value = "websocket,sse,longpoll", value_parser = parse_transports)]
+    pub transports: Transports,
+
+    /// Heartbeat interval on idle streams (e.g. 15s, 500ms).
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT", default_value = "15s", value_parser = parse_heartbeat)]
+    pub heartbeat: HumanDuration,
+
+    /// Longest a long-poll waits for an event (also the cap for ?timeout=).
+    #[arg(long, env = "SWITCHYARD_POLL_TIMEOUT", default_value = "25s", value_parser = parse_poll_timeout)]
+    pub poll_timeout: HumanDuration,
+
+    /// Most events the log keeps.
+    #[arg(long, env = "SWITCHYARD_RETAIN", default_value = "10000", value_parser = parse_retain)]
+    pub retain: usize,
+
+    /// Oldest event the log keeps (e.g. 1h, 30m).
+    #[arg(long, env = "SWITCHYARD_RETAIN_AGE", default_value = "1h", value_parser = parse_retain_age)]
+    pub retain_age: HumanDuration,
+
+    /// Bearer key for POST /v1/events. Unset is allowed only on a loopback address.
+    #[arg(long, env = "SWITCHYARD_PUBLISH_KEY", hide_env_values = true, value_parser = parse_key)]
+    pub publish_key: Option<String>,
+
+    /// Origins allowed to open WebSockets and to read SSE/polls cross-origin: a
+    /// comma-separated list of origins (https://app.example.com), "*" for any, or
+    /// "same" (default) for same-origin only.
+    #[arg(long, env = "SWITCHYARD_ALLOWED_ORIGINS", default_value = "same", value_parser = parse_origins)]
+    pub allowed_origins: AllowedOrigins,
+
+    /// Cap on open streams (WebSocket, SSE and waiting polls together).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value = "100000", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_connections: u32,
+
+    /// Where the demo page and the browser client are served from. A relative path is
+    /// looked up in the working directory, then next to the crate's sources.
+    #[arg(long, env = "SWITCHYARD_STATIC_DIR", default_value = "static")]
+    pub static_dir: PathBuf,
+
+    /// Bytes of comment padding at the start of an SSE stream, for proxies that hold the
+    /// first bytes back (0 = none).
+    #[arg(long, env = "SWITCHYARD_SSE_PADDING", default_value = "2048", value_parser = parse_padding)]
+    pub sse_padding: usize,
+
+    /// Most events in one long-poll answer.
+    #[arg(long, env = "SWITCHYARD_POLL_BATCH", default_value = "1000", value_parser = parse_poll_batch)]
+    pub poll_batch: usize,
+
+    /// The demo app's routes and page: on or off.
+    #[arg(long, env = "SWITCHYARD_DEMO", default_value = "on", value_parser = parse_on_off)]
+    pub demo: bool,
+}
+
+/// A duration that prints the way it was given (`15s`), for `--help` and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// The duration.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+/// Enabled transports in preference order; never contains duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transports(pub Vec<Transport>);
+
+impl Transports {
+    /// Whether `t` is enabled.
+    pub fn enabled(&self, t: Transport) -> bool {
+        self.0.contains(&t)
+    }
+}
+
+/// Who may connect cross-origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Only pages served by this server (the `Origin` host equals the `Host` header).
+    SameOrigin,
+    /// Any origin.
+    Any,
+    /// These origins exactly (scheme://host[:port], lower-case).
+    List(Vec<String>),
+}
+
+impl Config {
+    /// Reads the configuration from the process environment and arguments.
+    ///
+    /// On an invalid value prints one line naming the variable, the value and what is
+    /// allowed, and exits with status 2; `--help` and `--version` print and exit 0.
+    pub fn from_env() -> Config {
+        match Config::try_parse() {
+            Ok(config) => config,
+            Err(err) => match one_line_error(&err) {
+                Some(line) => {
+                    eprintln!("switchyard: {line}");
+                    std::process::exit(2);
+                }
+                None => err.exit(),
+            },
+        }
+    }
+
+    /// The configuration with every default, ignoring the environment. For tests and
+    /// embedding; change fields after.
+    pub fn defaults() -> Config {
+        // Parsing the defaults of a derive cannot fail; tests cover it.
+        let mut cmd = <Config as clap::CommandFactory>::command();
+        for arg in cmd
+            .get_arguments()
+            .map(|a| a.get_id().clone())
+            .collect::<Vec<_>>()
+        {
+            cmd = cmd.mut_arg(arg, |a| a.env(None::<&str>));
+        }
+        let matches = cmd
+            .try_get_matches_from(["switchyard"])
+            .unwrap_or_else(|e| panic!("defaults must parse: {e}"));
+        <Config as clap::FromArgMatches>::from_arg_matches(&matches)
+            .unwrap_or_else(|e| panic!("defaults must parse: {e}"))
+    }
+}
+
+/// Turns clap's multi-line "invalid value" error into
+/// `invalid SWITCHYARD_X="value": what is allowed`.
+fn one_line_error(err: &clap::Error) -> Option<String> {
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let arg = match err.get(ContextKind::InvalidArg)? {
+        ContextValue::String(s) => s.clone(),
+        _ => return None,
+    };
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    // "--heartbeat <HEARTBEAT>" -> the argument whose long name is "heartbeat".
+    let long = arg.trim_start_matches("--").split([' ', '=']).next()?;
+    let cmd = <Config as clap::CommandFactory>::command();
+    let def = cmd.get_arguments().find(|a| a.get_long() == Some(long))?;
+    let name = def
+        .get_env()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("--{long}"));
+    let reason = std::error::Error::source(err)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| {
+            let possible: Vec<String> = def
+                .get_possible_values()
+                .iter()
+                .map(|p| p.get_name().to_owned())
+                .collect();
+            format!("expected one of {}", possible.join(", "))
+        });
+    let shown = if def.is_hide_env_values_set() {
+        "<hidden>".to_owned()
+    } else {
+        value
+    };
+    Some(format!("invalid {name}={shown:?}: {reason}"))
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:3000 or [::1]:3000".to_owned())
+}
+
+fn parse_transports(s: &str) -> Result<Transports, String> {
+    let mut out = Vec::new();
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(Transports(out));
+    }
+    for name in s.split(',').map(str::trim) {
+        let t = Transport::from_name(name).ok_or_else(|| {
+            format!("unknown transport {name:?}; expected a comma-separated list of websocket, sse, longpoll (or none)")
+        })?;
+        if out.contains(&t) {
+            return Err(format!("transport {name:?} is listed twice"));
+        }
+        out.push(t);
+    }
+    Ok(Transports(out))
+}
+
+fn parse_duration_in(s: &str, min: Duration, max: Duration) -> Result<HumanDuration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|_| "expected a duration such as 15s, 500ms, 2m or 1h".to_owned())?;
+    if d < min || d > max {
+        return Err(format!(
+            "expected a duration from {} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(HumanDuration(d))
+}
+
+fn parse_heartbeat(s: &str) -> Result<HumanDuration, String> {
+    parse_duration_in(s, MIN_HEARTBEAT, MAX_HEARTBEAT)
+}
+
+fn parse_poll_timeout(s: &str) -> Result<HumanDuration, String> {
+    parse_duration_in(s, Duration::from_secs(1), MAX_POLL_TIMEOUT)
+}
+
+fn parse_retain_age(s: &str) -> Result<HumanDuration, String> {
+    parse_duration_in(
+        s,
+        Duration::from_secs(1),
+        Duration::from_secs(30 * 24 * 3600),
+    )
+}
+
+fn parse_count(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    }
+}
+
+fn parse_retain(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_RETAIN)
+}
+
+fn parse_padding(s: &str) -> Result<usize, String> {
+    parse_count(s, 0, MAX_SSE_PADDING)
+}
+
+fn parse_poll_batch(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_POLL_BATCH)
+}
+
+fn parse_key(s: &str) -> Result<String, String> {
+    if s.len() < 16 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected at least 16 characters without spaces".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err("expected on or off".to_owned()),
+    }
+}
+
+fn parse_origins(s: &str) -> Result<AllowedOrigins, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("same") {
+        return Ok(AllowedOrigins::SameOrigin);
+    }
+    if s == "*" {
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut list = Vec::new();
+    for origin in s.split(',').map(str::trim) {
+        let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin.ends_with('/')
+            && origin.split_once("://").is_some_and(|(_, host)| {
+                !host.is_empty() && !host.contains('/') && !host.contains(char::is_whitespace)
+            });
+        if !valid {
+            return Err(format!(
+                "origin {origin:?} is not scheme://host[:port]; expected a comma-separated list such as https://app.example.com,http://localhost:8080, or * or same"
+            ));
+        }
+        list.push(origin.to_ascii_lowercase());
+    }
+    Ok(AllowedOrigins::List(list))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::defaults();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(
+            c.transports.0,
+            vec![Transport::WebSocket, Transport::Sse, Transport::LongPoll]
+        );
+        assert_eq!(c.heartbeat.get(), Duration::from_secs(15));
+        assert_eq!(c.poll_timeout.get(), Duration::from_secs(25));
+        assert_eq!(c.retain, 10_000);
+        assert_eq!(c.retain_age.get(), Duration::from_secs(3600));
+        assert_eq!(c.publish_key, None);
+        assert_eq!(c.allowed_origins, AllowedOrigins::SameOrigin);
+        assert_eq!(c.max_connections, 100_000);
+        assert_eq!(c.sse_padding, 2048);
+        assert_eq!(c.poll_batch, 1000);
+        assert!(c.demo);
+    }
+
+    #[test]
+    fn invalid_values_become_one_line_naming_the_variable() {
+        let err =
+            Config::try_parse_from(["switchyard", "--heartbeat", "soon"]).expect_err("must refuse");
+        assert_eq!(
+            one_line_error(&err).as_deref(),
+            Some(
+                r#"invalid SWITCHYARD_HEARTBEAT="soon": expected a duration such as 15s, 500ms, 2m or 1h"#
+            )
+        );
+        let err =
+            Config::try_parse_from(["switchyard", "--transports", "websocket,carrier-pigeon"])
+                .expect_err("must refuse");
+        let line = one_line_error(&err).expect("one line");
+        assert!(line.starts_with("invalid SWITCHYARD_TRANSPORTS=\"websocket,carrier-pigeon\": unknown transport \"carrier-pigeon\""), "{line}");
+    }
+
+    #[test]
+    fn transports_parse_in_order() {
+        assert_eq!(
+            parse_transports("sse,longpoll").expect("ok").0,
+            vec![Transport::Sse, Transport::LongPoll]
+        );
+        assert!(parse_transports("none").expect("ok").0.is_empty());
+        assert!(parse_transports("sse,sse").is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! One error type for every HTTP endpoint: `{"error":{"code","message",…}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::event::InvalidInput;
+
+/// An error answered to a client. Client errors carry a precise message; server errors
+/// are logged with their cause and answered generically.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query parameter, header or body field is invalid (`400`).
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable code, e.g. `invalid_topic`.
+        code: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// Missing or wrong publish key (`401`).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The request `Origin` is not allowed (`403`).
+    #[error("origin {0:?} is not allowed (SWITCHYARD_ALLOWED_ORIGINS)")]
+    OriginNotAllowed(String),
+    /// A body larger than the limit (`413`).
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A WebSocket upgrade arrived without its `Upgrade` header (`426`).
+    #[error(
+        "this request carries Sec-WebSocket-Key but no `Upgrade: websocket` header: a proxy \
+         between you and the server stripped the WebSocket upgrade. Use Server-Sent Events \
+         or long polling instead (see /v1/negotiate), or configure the proxy to forward \
+         Upgrade and Connection headers"
+    )]
+    UpgradeStripped {
+        /// Transports that are enabled and can be used instead.
+        enabled: Vec<&'static str>,
+    },
+    /// Too many requests (`429`).
+    #[error("{0}")]
+    TooManyRequests(&'static str),
+    /// A transport (or every transport) is switched off, or the connection cap is reached
+    /// (`503`).
+    #[error("{message}")]
+    Unavailable {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Why, in words.
+        message: String,
+        /// Transports that are enabled.
+        enabled: Vec<&'static str>,
+    },
+    /// Anything else; the cause is logged, never sent (`500`).
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A `400` with a code and message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::UpgradeStripped { .. } => (StatusCode::UPGRADE_REQUIRED, "upgrade_stripped"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        ApiError::bad_request("invalid_input", e.0)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let mut error = Map::new();
+        error.insert("code".into(), json!(code));
+        error.insert("message".into(), json!(self.to_string()));
+        match &self {
+            ApiError::Unavailable { enabled, .. } | ApiError::UpgradeStripped { enabled } => {
+                error.insert("enabled".into(), json!(enabled));
+            }
+            _ => {}
+        }
+        let mut response = (status, Json(json!({ "error": Value::Object(error) }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,280 @@
+//! switchyard: one event source feeding three transports — WebSocket, Server-Sent Events
+//! and long polling — with negotiation that picks the best one that works.
+//!
+//! # Layout
+//!
+//! ```text
+//! event.rs        topics, cursors, the envelope; each event encoded once (JSON, SSE, WS)
+//! hub.rs          the one log: publish, subscribe (replay then live), retention, resets
+//! transport/      negotiation and the three thin adapters from a Subscription to a wire
+//!   mod.rs        /v1/stream content negotiation, switches, origin check, connection cap
+//!   ws.rs sse.rs longpoll.rs
+//! api.rs          publish, negotiate, reports, status, metrics, health
+//! metrics.rs      counters and gauges behind /v1/status and /metrics
+//! config.rs       SWITCHYARD_* environment variables, --help
+//! error.rs        ApiError → {"error":{"code","message"}}
+//! ```
+//!
+//! [`run`] serves a bound listener until a shutdown future resolves, then drains: every
+//! stream gets `reconnect`, polls answer at once, WebSockets close with 1012, and the
+//! process returns within [`DRAIN_TIMEOUT`].
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod hub;
+pub mod metrics;
+pub mod transport;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{AllowedOrigins, Config};
+use crate::hub::{Hub, HubConfig};
+use crate::metrics::Metrics;
+
+/// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
+/// and for connections to close, before it returns anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a non-streaming API request may take.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the handlers share. Built once; handlers get `Arc<AppState>`.
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The event log.
+    pub hub: Hub,
+    /// Counters and gauges.
+    pub metrics: Metrics,
+    /// Cancelled when the server starts draining; every stream watches it.
+    pub shutdown: CancellationToken,
+    /// WebSocket sessions (spawned by the upgrade, invisible to axum's graceful shutdown).
+    pub tasks: TaskTracker,
+    /// When the server started.
+    pub started: Instant,
+    /// Open streams now, checked against `max_connections`.
+    pub open_streams: AtomicU32,
+    reports: api::ReportLimiter,
+}
+
+impl AppState {
+    /// Builds the state for a configuration.
+    pub fn new(config: Config) -> Arc<AppState> {
+        let hub = Hub::new(HubConfig {
+            retain: config.retain,
+            retain_age: config.retain_age.get(),
+            ..HubConfig::default()
+        });
+        let metrics = Metrics::new(hub.counters().clone());
+        Arc::new(AppState {
+            config,
+            hub,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+            open_streams: AtomicU32::new(0),
+            reports: api::ReportLimiter::new(),
+        })
+    }
+}
+
+/// Refuses a configuration that cannot be served on `addr`: publishing without a key is
+/// allowed only on loopback.
+pub fn check_config(config: &Config, addr: SocketAddr) -> Result<(), String> {
+    if config.publish_key.is_none() && !addr.ip().is_loopback() {
+        return Err(format!(
+            "SWITCHYARD_PUBLISH_KEY is unset but SWITCHYARD_ADDR={addr} is not a loopback address: \
+             anyone could publish. Set SWITCHYARD_PUBLISH_KEY (16+ characters) or listen on 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
+/// The router: API, transports, and static files.
+pub fn app(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route(
+            "/v1/events",
+            post(api::publish).layer(DefaultBodyLimit::max(api::MAX_PUBLISH_BODY)),
+        )
+        .route(
+            "/v1/reports",
+            post(api::report).layer(DefaultBodyLimit::max(api::MAX_REPORT_BODY)),
+        )
+        .route("/v1/negotiate", get(api::negotiate))
+        .route("/v1/status", get(api::status))
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            API_TIMEOUT,
+        ));
+
+    // Streams: no timeout and no body limit layers (they would cut or buffer them).
+    let streams = Router::new()
+        .route("/v1/stream", get(transport::stream))
+        .route("/v1/ws", get(transport::ws_only))
+        .route("/v1/sse", get(transport::sse_only))
+        .route("/v1/poll", get(transport::poll_only));
+
+    let static_dir = resolve_static_dir(&state.config.static_dir);
+    let mut files = Router::new().fallback_service(ServeDir::new(&static_dir));
+    if !state.config.demo {
+        let off = || async {
+            (
+                StatusCode::NOT_FOUND,
+                "switchyard is running; the demo page is switched off (SWITCHYARD_DEMO=off)\n",
+            )
+        };
+        files = files.route("/", get(off)).route("/index.html", get(off));
+    }
+
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(api)
+        .merge(streams)
+        .merge(files)
+        .layer(cors(&state.config.allowed_origins))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn cors(allowed: &AllowedOrigins) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(3600));
+    match allowed {
+        // Same-origin pages need no CORS headers at all.
+        AllowedOrigins::SameOrigin => CorsLayer::new(),
+        AllowedOrigins::Any => base.allow_origin(AllowOrigin::any()),
+        AllowedOrigins::List(list) => base.allow_origin(AllowOrigin::list(
+            list.iter().filter_map(|o| o.parse().ok()),
+        )),
+    }
+}
+
+/// A relative static directory is looked up in the working directory first, then next to
+/// the crate's sources, so `cargo run` works from anywhere.
+pub fn resolve_static_dir(dir: &Path) -> PathBuf {
+    if dir.is_absolute() || dir.is_dir() {
+        return dir.to_path_buf();
+    }
+    let beside_sources = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    if beside_sources.is_dir() {
+        return beside_sources;
+    }
+    dir.to_path_buf()
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains within [`DRAIN_TIMEOUT`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    check_config(&config, addr).map_err(std::io::Error::other)?;
+    let static_dir = resolve_static_dir(&config.static_dir);
+    if !static_dir.is_dir() {
+        tracing::warn!(dir = %static_dir.display(), "static directory not found; the demo page and client will 404");
+    }
+    let state = AppState::new(config);
+    tracing::info!(
+        %addr,
+        epoch = state.hub.epoch(),
+        transports = ?transport::enabled_names(&state),
+        static_dir = %static_dir.display(),
+        "switchyard listening"
+    );
+    let token = state.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        token.cancel();
+    });
+
+    let server = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(state.shutdown.clone().cancelled_owned());
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        result = &mut server => return result,
+        () = state.shutdown.cancelled() => {}
+    }
+    tracing::info!(
+        open = state
+            .open_streams
+            .load(std::sync::atomic::Ordering::Acquire),
+        "draining"
+    );
+    state.tasks.close();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let result = server.await;
+        state.tasks.wait().await;
+        result
+    })
+    .await;
+    match drained {
+        Ok(result) => {
+            tracing::info!("drained; bye");
+            result
+        }
+        Err(_) => {
+            tracing::warn!(
+                open = state
+                    .open_streams
+                    .load(std::sync::atomic::Ordering::Acquire),
+                "drain time ({DRAIN_TIMEOUT:?}) ran out; closing the remaining connections"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,54 @@
+//! The `switchyard` binary: reads the configuration, binds, and runs the server.
+
+use switchyard::config::Config;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let config = Config::from_env();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    if let Err(e) = switchyard::check_config(&config, config.addr) {
+        eprintln!("switchyard: {e}");
+        std::process::exit(2);
+    }
+    raise_open_file_limit(config.max_connections);
+    let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "switchyard: cannot listen on SWITCHYARD_ADDR={}: {e}",
+                config.addr
+            );
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = switchyard::run(listener, config, switchyard::shutdown_signal()).await {
+        eprintln!("switchyard: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit; warns when that is still below
+/// the connection cap (each stream holds one file descriptor).
+fn raise_open_file_limit(max_connections: u32) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            // Listener, log files and a few spare descriptors besides the streams.
+            if limit < u64::from(max_connections) + 64 {
+                tracing::warn!(
+                    open_file_limit = limit,
+                    max_connections,
+                    "the open-file limit is below SWITCHYARD_MAX_CONNECTIONS: streams beyond about {} will fail to open; lower the cap or raise the hard limit (ulimit -Hn)",
+                    limit.saturating_sub(64)
+                );
+            } else {
+                tracing::debug!(open_file_limit = limit, "open-file limit raised");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}

@@ -1,0 +1,134 @@
+//! Counters and gauges, shared by `/v1/status` (JSON) and `/metrics` (Prometheus text).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::hub::HubCounters;
+use crate::transport::Transport;
+
+/// Label: which transport.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// The transport.
+    pub transport: Transport,
+}
+
+/// Label: why a stream request was refused before it opened.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabel {
+    /// `disabled`, `capacity` or `origin`.
+    pub reason: RefusedReason,
+}
+
+/// Why a stream request was refused.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RefusedReason {
+    /// The transport is switched off.
+    disabled,
+    /// `SWITCHYARD_MAX_CONNECTIONS` reached.
+    capacity,
+    /// `Origin` not allowed.
+    origin,
+}
+
+/// Label set of a client-reported fallback.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabel {
+    /// Transport the client left.
+    pub from: String,
+    /// Transport it moved to (`none` when it had nowhere to go).
+    pub to: String,
+    /// Why (one of [`crate::api::REPORT_REASONS`]).
+    pub reason: String,
+}
+
+/// Every figure the server exposes.
+pub struct Metrics {
+    registry: Registry,
+    /// Streams open now, per transport (polls count while they wait).
+    pub open: Family<TransportLabel, Gauge>,
+    /// Streams opened since start, per transport.
+    pub opened: Family<TransportLabel, Counter>,
+    /// Events written to subscribers, per transport.
+    pub delivered: Family<TransportLabel, Counter>,
+    /// Stream requests refused before opening.
+    pub refused: Family<RefusedLabel, Counter>,
+    /// WebSocket requests whose `Upgrade` header an intermediary stripped.
+    pub upgrade_stripped: Counter,
+    /// Fallbacks reported by browser clients.
+    pub fallbacks: Family<FallbackLabel, Counter>,
+    /// Reports dropped by the rate limit.
+    pub reports_dropped: Counter,
+    /// The hub's own counters (published, resets, lagged).
+    pub hub: HubCounters,
+}
+
+impl Metrics {
+    /// Creates the registry and registers every metric.
+    pub fn new(hub: HubCounters) -> Metrics {
+        let mut registry = Registry::with_prefix("switchyard");
+        let m = Metrics {
+            open: Family::default(),
+            opened: Family::default(),
+            delivered: Family::default(),
+            refused: Family::default(),
+            upgrade_stripped: Counter::default(),
+            fallbacks: Family::default(),
+            reports_dropped: Counter::default(),
+            hub,
+            registry: Registry::default(),
+        };
+        registry.register("open_streams", "Streams open now", m.open.clone());
+        registry.register(
+            "streams_opened",
+            "Streams opened since start",
+            m.opened.clone(),
+        );
+        registry.register(
+            "delivered_events",
+            "Events written to subscribers",
+            m.delivered.clone(),
+        );
+        registry.register(
+            "refused_streams",
+            "Stream requests refused before opening",
+            m.refused.clone(),
+        );
+        registry.register(
+            "upgrade_stripped",
+            "WebSocket requests whose Upgrade header an intermediary stripped",
+            m.upgrade_stripped.clone(),
+        );
+        registry.register(
+            "client_fallbacks",
+            "Transport fallbacks reported by browser clients",
+            m.fallbacks.clone(),
+        );
+        registry.register(
+            "reports_dropped",
+            "Client reports dropped by the rate limit",
+            m.reports_dropped.clone(),
+        );
+        registry.register(
+            "published_events",
+            "Events appended to the log",
+            m.hub.published.clone(),
+        );
+        registry.register("resets", "Resets sent to subscribers", m.hub.resets.clone());
+        registry.register(
+            "lagged_subscribers",
+            "Times a subscriber fell behind the broadcast ring and caught up from the log",
+            m.hub.lagged.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The registry, for encoding.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
