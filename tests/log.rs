@@ -1,0 +1,332 @@
+//! The log's guarantees over the wire: no gap and no duplicate at the replay/live seam,
+//! resets for cursors that cannot be resumed, and slow subscribers that stay bounded.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The classic race: a subscriber reads the log, then joins the live broadcast; an event
+/// published in between must be neither lost nor delivered twice. Many subscribers join
+/// mid-stream, over every transport, while a publisher runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_gap_and_no_duplicate_at_the_replay_live_seam() {
+    const TOTAL: u64 = 1500;
+    const BATCH: u64 = 3;
+    let app = Arc::new(spawn_app(|_| {}).await);
+    let epoch = app.status().await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    let published = Arc::new(AtomicU64::new(0));
+
+    let publisher = {
+        let app = app.clone();
+        let published = published.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while n < TOTAL {
+                let ids = app.publish_n("seam", n..n + BATCH).await;
+                n += BATCH;
+                published.store(seq(ids.last().expect("ids")), Ordering::SeqCst);
+            }
+        })
+    };
+
+    let mut subscribers = Vec::new();
+    for i in 0..24u64 {
+        // Join at staggered points while the publisher runs: wait for progress, no sleep.
+        let target = (i + 1) * TOTAL / 30;
+        within(
+            Duration::from_secs(60),
+            "the publisher to make progress",
+            async {
+                while published.load(Ordering::SeqCst) < target {
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(1)).await; // poll interval, not sync
+                }
+            },
+        )
+        .await;
+        let head = published.load(Ordering::SeqCst);
+        // Half resume from a little behind the head (replay then live), half from now.
+        let cursor = (i % 2 == 0).then(|| format!("{epoch}-{}", head.saturating_sub(20 + i)));
+        let app = app.clone();
+        subscribers.push(tokio::spawn(async move {
+            let q = match &cursor {
+                Some(c) => format!("topics=seam&cursor={c}"),
+                None => "topics=seam".to_owned(),
+            };
+            let (start, got) = match i % 3 {
+                0 => {
+                    let mut ws = Ws::connect(&app.ws_url(&format!("/v1/ws?{q}"))).await;
+                    let ready = ws.next().await;
+                    let start = seq(ready["cursor"].as_str().expect("cursor"));
+                    let n = (TOTAL - start) as usize;
+                    (start, ws.events(n).await)
+                }
+                1 => {
+                    let mut sse = Sse::connect(&app, &format!("/v1/sse?{q}"), None).await;
+                    let ready: Value = serde_json::from_str(&sse.next().await.data).expect("ready");
+                    let start = seq(ready["cursor"].as_str().expect("cursor"));
+                    let n = (TOTAL - start) as usize;
+                    (start, sse.events(n).await)
+                }
+                _ => {
+                    // A poll without a cursor starts from now: take the first answer's
+                    // cursor as the start, as a client does.
+                    let cursor = match cursor {
+                        Some(c) => c,
+                        None => app.poll("topics=seam&timeout=0").await["cursor"]
+                            .as_str()
+                            .expect("cursor")
+                            .to_owned(),
+                    };
+                    let start = seq(&cursor);
+                    let n = (TOTAL - start) as usize;
+                    (start, poll_events(&app, "seam", cursor, n).await)
+                }
+            };
+            let seqs: Vec<u64> = got
+                .iter()
+                .map(|e| seq(e["id"].as_str().expect("id")))
+                .collect();
+            let want: Vec<u64> = (start + 1..=TOTAL).collect();
+            assert_eq!(
+                seqs,
+                want,
+                "subscriber {i} (transport {}) saw a gap or a duplicate",
+                i % 3
+            );
+        }));
+    }
+    within(
+        Duration::from_secs(120),
+        "the publisher to finish",
+        publisher,
+    )
+    .await
+    .expect("publisher");
+    for s in subscribers {
+        within(
+            Duration::from_secs(60),
+            "a subscriber to see every event",
+            s,
+        )
+        .await
+        .expect("subscriber");
+    }
+}
+
+/// Cursors that cannot be resumed: another epoch or beyond retention reset (and the
+/// stream goes on from the head); a cursor ahead of the head resets; a malformed cursor
+/// is a 400.
+#[tokio::test]
+async fn unresumable_cursors_reset_and_malformed_ones_are_refused() {
+    let app = spawn_app(|c| c.retain = 10).await;
+    let first = app.publish_n("r", 0..50).await;
+    let epoch = app.status().await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    let cases = [
+        ("zzzzzz-5".to_owned(), "unknown_epoch"),
+        (format!("{epoch}-5"), "cursor_expired"),
+        (format!("{epoch}-39"), "cursor_expired"), // oldest retained is 41+: 40 is gone
+        (format!("{epoch}-999"), "cursor_ahead"),
+    ];
+    assert_eq!(seq(&first[49]), 50);
+    for (i, (cursor, reason)) in cases.iter().enumerate() {
+        let head = app.status().await["cursor"]
+            .as_str()
+            .expect("cursor")
+            .to_owned();
+        let mut ws = Ws::connect(&app.ws_url(&format!("/v1/ws?topics=r&cursor={cursor}"))).await;
+        assert_eq!(ws.next().await["op"], "ready");
+        let reset = ws.next().await;
+        assert_eq!(reset["op"], "reset", "{cursor}: {reset}");
+        assert_eq!(reset["reason"], *reason, "{cursor}");
+        assert_eq!(
+            reset["cursor"],
+            head.as_str(),
+            "{cursor}: continues from the head"
+        );
+
+        let mut sse = Sse::connect(&app, &format!("/v1/sse?topics=r&cursor={cursor}"), None).await;
+        assert_eq!(sse.next().await.event, "ready");
+        let e = sse.next().await;
+        assert_eq!(e.event, "reset", "{cursor}");
+        assert_eq!(
+            e.id, head,
+            "{cursor}: the reset's id moves Last-Event-ID to the head"
+        );
+        let v: Value = serde_json::from_str(&e.data).expect("json");
+        assert_eq!(v["reason"], *reason);
+
+        let v = app
+            .poll(&format!("topics=r&cursor={cursor}&timeout=0"))
+            .await;
+        assert_eq!(v["reset"]["reason"], *reason, "{cursor}: {v}");
+        assert_eq!(v["events"], json!([]));
+        assert_eq!(v["cursor"], head.as_str());
+
+        // After the reset every stream is live from the head.
+        let next = app.publish_n("r", 100 + i as u64..101 + i as u64).await;
+        assert_eq!(
+            ids(&ws.events(1).await),
+            next,
+            "{cursor}: WebSocket live after reset"
+        );
+        assert_eq!(
+            ids(&sse.events(1).await),
+            next,
+            "{cursor}: SSE live after reset"
+        );
+        let v = app
+            .poll(&format!(
+                "topics=r&cursor={}&timeout=0",
+                v["cursor"].as_str().expect("c")
+            ))
+            .await;
+        assert_eq!(
+            ids(v["events"].as_array().expect("events")),
+            next,
+            "{cursor}: poll after reset"
+        );
+    }
+    // The oldest retained event is still resumable: exactly the retained ones follow.
+    let oldest = app.status().await["log"]["oldest"]
+        .as_str()
+        .expect("oldest")
+        .to_owned();
+    let before = format!("{epoch}-{}", seq(&oldest) - 1);
+    let v = app
+        .poll(&format!("topics=r&cursor={before}&timeout=0"))
+        .await;
+    assert!(v.get("reset").is_none(), "{v}");
+    assert_eq!(v["events"].as_array().expect("events").len(), 10);
+
+    for bad in ["garbage", "abc-", "-5", "a b-1", "x-1-"] {
+        for path in ["/v1/ws", "/v1/sse", "/v1/poll", "/v1/stream"] {
+            let (status, v) = app.get_json(&format!("{path}?topics=r&cursor={bad}")).await;
+            assert_eq!(status, 400, "{path} cursor={bad}");
+            assert_eq!(
+                v["error"]["code"], "invalid_cursor",
+                "{path} cursor={bad}: {v}"
+            );
+        }
+        let resp = app
+            .client
+            .get(app.url("/v1/sse?topics=r"))
+            .header("last-event-id", bad)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), 400, "Last-Event-ID: {bad}");
+    }
+    assert!(
+        app.status().await["counters"]["resets"]
+            .as_u64()
+            .expect("resets")
+            >= 12
+    );
+    app.stop().await;
+}
+
+/// A WebSocket reader that stops reading: the others get everything at full speed, and
+/// when it reads again it is caught up from the log or told to reset, in order, never
+/// with a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_websocket_reader_does_not_hold_back_the_others() {
+    const N: u64 = 6000;
+    let app = spawn_app(|c| c.retain = 1000).await;
+    let mut slow = Ws::connect(&app.ws_url("/v1/ws?topics=big")).await;
+    assert_eq!(slow.next().await["op"], "ready");
+    let mut fast_ws = Ws::connect(&app.ws_url("/v1/ws?topics=big")).await;
+    assert_eq!(fast_ws.next().await["op"], "ready");
+    let mut fast_sse = Sse::connect(&app, "/v1/sse?topics=big", None).await;
+    assert_eq!(fast_sse.next().await.event, "ready");
+
+    let pad = "x".repeat(4000);
+    let fast_ws_task = tokio::spawn(async move { ns(&fast_ws.events(N as usize).await) });
+    let fast_sse_task = tokio::spawn(async move { ns(&fast_sse.events(N as usize).await) });
+    for chunk in 0..N / 200 {
+        let events: Vec<Value> = (chunk * 200..chunk * 200 + 200)
+            .map(|n| json!({"topic": "big", "type": "x", "data": {"n": n, "pad": pad}}))
+            .collect();
+        app.publish(Value::Array(events)).await;
+    }
+    let want: Vec<u64> = (0..N).collect();
+    assert_eq!(
+        within(
+            Duration::from_secs(60),
+            "fast WebSocket to get all events",
+            fast_ws_task
+        )
+        .await
+        .expect("task"),
+        want
+    );
+    assert_eq!(
+        within(
+            Duration::from_secs(60),
+            "fast SSE to get all events",
+            fast_sse_task
+        )
+        .await
+        .expect("task"),
+        want
+    );
+
+    // 24 MB went out while the slow reader read nothing: far more than its socket holds
+    // and than retention (1000 events). Now it reads: what its socket held, in order,
+    // then a reset (it fell out of retention), then live events again.
+    let mut seen = Vec::new();
+    let reset = loop {
+        let v = within(
+            Duration::from_secs(60),
+            "the slow reader to be told to reset",
+            slow.next(),
+        )
+        .await;
+        match v["op"].as_str() {
+            Some("event") => {
+                let s = seq(v["id"].as_str().expect("id"));
+                if let Some(prev) = seen.last() {
+                    assert_eq!(s, prev + 1, "a gap without a reset before {s}");
+                }
+                seen.push(s);
+            }
+            Some("reset") => {
+                assert_eq!(v["reason"], "cursor_expired", "{v}");
+                break seq(v["cursor"].as_str().expect("cursor"));
+            }
+            other => panic!("unexpected frame {other:?}: {v}"),
+        }
+    };
+    assert!(
+        seen.len() < N as usize,
+        "the reader cannot have received everything"
+    );
+    let live = app.publish_n("big", N..N + 3).await;
+    assert_eq!(
+        seq(&live[0]),
+        reset + 1,
+        "the reset continues from the head"
+    );
+    assert_eq!(
+        ids(&slow.events(3).await),
+        live,
+        "live again after the reset"
+    );
+    let status = app.status().await;
+    assert!(
+        status["counters"]["lagged"].as_u64().expect("lagged") >= 1,
+        "{status}"
+    );
+    app.stop().await;
+}
