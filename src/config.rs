@@ -88,7 +88,7 @@ pub struct Config {
     pub poll_batch: usize,
 
     /// The demo app's routes and page: on or off.
-    #[arg(long, env = "SWITCHYARD_DEMO", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, env = "SWITCHYARD_DEMO", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub demo: bool,
 }
 

@@ -44,8 +44,25 @@ pub struct HubConfig {
     /// Oldest event kept in the log (`SWITCHYARD_RETAIN_AGE`, default 1 h).
     pub retain_age: Duration,
     /// Size of the shared broadcast ring. A subscriber more than this many events behind
-    /// the head is switched to catching up from the log. Default 4,096.
+    /// the head is switched to catching up from the log. Default 4,096, and never more
+    /// than `retain` (see [`HubConfig::with_retention`]).
     pub broadcast_capacity: usize,
+}
+
+impl HubConfig {
+    /// Retention limits with a broadcast ring no larger than the log.
+    ///
+    /// The ring holds the most recent events; when it is no longer than the log, every
+    /// event it holds is also in the log, so a subscriber that stalls with the ring full
+    /// keeps nothing alive that retention would not keep anyway. Memory is bounded by
+    /// retention alone, however many subscribers stall.
+    pub fn with_retention(retain: usize, retain_age: Duration) -> HubConfig {
+        HubConfig {
+            retain,
+            retain_age,
+            broadcast_capacity: HubConfig::default().broadcast_capacity.min(retain),
+        }
+    }
 }
 
 impl Default for HubConfig {

@@ -79,11 +79,10 @@ pub struct AppState {
 impl AppState {
     /// Builds the state for a configuration.
     pub fn new(config: Config) -> Arc<AppState> {
-        let hub = Hub::new(HubConfig {
-            retain: config.retain,
-            retain_age: config.retain_age.get(),
-            ..HubConfig::default()
-        });
+        let hub = Hub::new(HubConfig::with_retention(
+            config.retain,
+            config.retain_age.get(),
+        ));
         let metrics = Metrics::new(hub.counters().clone());
         Arc::new(AppState {
             config,
