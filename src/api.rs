@@ -55,6 +55,7 @@ pub(crate) async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    require_json(&headers)?;
     let body = body.map_err(|e| body_error(e, MAX_PUBLISH_BODY))?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
@@ -116,7 +117,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         ))?
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, key) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(key)
+        })
         .ok_or(ApiError::Unauthorized(
             "the Authorization header must be `Bearer <key>`",
         ))?;
@@ -124,6 +128,27 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Unauthorized("the publish key is wrong"))
+    }
+}
+
+/// Bodies must be declared JSON. Besides clarity, this is what stops a web page on
+/// another site from publishing through the user's browser: a cross-origin JSON POST
+/// needs a CORS preflight, which only allowed origins pass (a text/plain or form POST
+/// would not).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(if content_type.is_empty() {
+            "missing".to_owned()
+        } else {
+            content_type.chars().take(60).collect()
+        }))
     }
 }
 
@@ -135,16 +160,14 @@ fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     }
 }
 
-/// `mode` as the spec names it: `live` when WebSocket is on, `degraded` when only
-/// fallbacks are, `off` when nothing is.
+/// `mode` as the spec names it, for a client that takes the operator's first choice:
+/// `live` when that is WebSocket, `degraded` when it is a fallback, `off` when nothing
+/// is enabled.
 fn mode(state: &AppState) -> &'static str {
-    let t = &state.config.transports;
-    if t.enabled(Transport::WebSocket) {
-        "live"
-    } else if t.0.is_empty() {
-        "off"
-    } else {
-        "degraded"
+    match state.config.transports.0.first() {
+        Some(Transport::WebSocket) => "live",
+        Some(_) => "degraded",
+        None => "off",
     }
 }
 
@@ -244,8 +267,10 @@ impl ReportLimiter {
 /// `POST /v1/reports`: a browser client says it fell back, and why. Counted, not stored.
 pub(crate) async fn report(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
+    require_json(&headers)?;
     let body = body.map_err(|e| body_error(e, MAX_REPORT_BODY))?;
     let report: Report = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(

@@ -5,8 +5,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::event::InvalidInput;
-
 /// An error answered to a client. Client errors carry a precise message; server errors
 /// are logged with their cause and answered generically.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +29,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A body that is not declared `application/json` (`415`).
+    #[error(
+        "Content-Type is {0}; send the body as JSON with `Content-Type: application/json` \
+         (with curl: -H 'content-type: application/json')"
+    )]
+    UnsupportedMediaType(String),
     /// A WebSocket upgrade arrived without its `Upgrade` header (`426`).
     #[error(
         "this request carries Sec-WebSocket-Key but no `Upgrade: websocket` header: a proxy \
@@ -76,17 +80,14 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::UpgradeStripped { .. } => (StatusCode::UPGRADE_REQUIRED, "upgrade_stripped"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
-    }
-}
-
-impl From<InvalidInput> for ApiError {
-    fn from(e: InvalidInput) -> Self {
-        ApiError::bad_request("invalid_input", e.0)
     }
 }
 
@@ -106,6 +107,12 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, Json(json!({ "error": Value::Object(error) }))).into_response();
+        if status == StatusCode::UPGRADE_REQUIRED {
+            response.headers_mut().insert(
+                axum::http::header::UPGRADE,
+                axum::http::HeaderValue::from_static("websocket"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -307,9 +307,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The cursor this subscription has reached (the position a reconnect resumes after).
+    /// The cursor this subscription has handed out up to: what a reconnect resumes
+    /// after. Replayed events still buffered are not counted as handed out.
     pub fn cursor(&self) -> String {
-        self.hub.cursor(self.pos)
+        let seq = self.pending.front().map_or(self.pos, |e| e.seq - 1);
+        self.hub.cursor(seq)
     }
 
     /// The subscribed topics.

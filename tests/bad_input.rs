@@ -163,11 +163,38 @@ async fn bad_publish_bodies() {
     }
     // A whole batch is refused when one event is bad: nothing of it is stored.
     assert_undisturbed(&app, &mut ws, 0).await;
-    // `data` may be omitted (null); curl's default form content type is accepted.
+    // A body not declared JSON is refused: a cross-site form or text/plain POST must not
+    // be able to publish through a browser (no CORS preflight for those).
+    for content_type in [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        None,
+    ] {
+        let mut req = app
+            .client
+            .post(app.url("/v1/events"))
+            .body(r#"{"topic":"ok","type":"x"}"#);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.expect("POST");
+        assert_eq!(resp.status(), 415, "{content_type:?}");
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "unsupported_media_type");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .expect("m")
+                .contains("application/json"),
+            "{v}"
+        );
+    }
+    assert_undisturbed(&app, &mut ws, 1).await;
+    // `data` may be omitted (null); charset parameters are fine.
     let resp = app
         .client
         .post(app.url("/v1/events"))
-        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-type", "application/json; charset=utf-8")
         .body(r#"{"topic":"ok","type":"x"}"#)
         .send()
         .await
@@ -206,10 +233,11 @@ async fn publishing_needs_the_key_when_one_is_set() {
         );
     }
     assert_eq!(app.status().await["counters"]["published"], 0);
+    // The scheme is case-insensitive (RFC 7235).
     let resp = app
         .client
         .post(app.url("/v1/events"))
-        .bearer_auth(KEY)
+        .header("authorization", format!("bearer {KEY}"))
         .json(&body)
         .send()
         .await
@@ -333,6 +361,28 @@ async fn bad_websocket_frames() {
         "only b after unsubscribing ok"
     );
     assert_eq!(other.events(1).await[0]["id"], ids[0].as_str());
+
+    // A client's close is answered with its own code (a clean close, not 1006).
+    ws.stream
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .expect("close");
+    let echoed = within(WAIT, "the server to echo the close", async {
+        loop {
+            match ws.stream.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(echoed.map(|f| f.code), Some(CloseCode::Normal));
 
     assert_undisturbed(&app, &mut other, 2).await;
     app.stop().await;

@@ -87,6 +87,21 @@ async fn an_invalid_variable_stops_the_start_with_one_line() {
     }
 }
 
+/// `static/` is found from any working directory (here: `/`).
+#[tokio::test]
+async fn the_demo_page_is_served_from_any_working_directory() {
+    let mut server = spawn_binary_in(&[], Some("/")).await;
+    let resp = reqwest::get(format!("{}/", server.base()))
+        .await
+        .expect("GET /");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.expect("html").contains("<html"));
+    server.terminate();
+    within(WAIT, "exit", server.child.wait())
+        .await
+        .expect("wait");
+}
+
 #[tokio::test]
 async fn publishing_without_a_key_is_refused_off_loopback() {
     let (code, _, stderr) = run_binary(&[("SWITCHYARD_ADDR", "0.0.0.0:0")], &[]).await;

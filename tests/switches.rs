@@ -105,6 +105,23 @@ async fn sse_and_longpoll_only() {
     app.stop().await;
 }
 
+/// The mode follows the operator's first choice.
+#[tokio::test]
+async fn mode_follows_the_first_transport() {
+    for (order, mode) in [
+        (vec![Transport::WebSocket, Transport::Sse], "live"),
+        (vec![Transport::Sse, Transport::WebSocket], "degraded"),
+    ] {
+        let app = spawn_app(|c| c.transports = Transports(order.clone())).await;
+        assert_eq!(
+            app.get_json("/v1/negotiate").await.1["mode"],
+            mode,
+            "{order:?}"
+        );
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn longpoll_only() {
     let app = spawn_app(|c| c.transports = Transports(vec![Transport::LongPoll])).await;
@@ -219,6 +236,7 @@ async fn a_stripped_upgrade_is_explained_and_counted() {
             .await
             .expect("GET");
         assert_eq!(resp.status(), 426, "{path}");
+        assert_eq!(resp.headers()["upgrade"], "websocket");
         let v: Value = resp.json().await.expect("json");
         assert_eq!(v["error"]["code"], "upgrade_stripped");
         let msg = v["error"]["message"].as_str().expect("message");

@@ -336,9 +336,10 @@ async fn heartbeats_arrive_at_the_configured_interval() {
             .expect("chunk")
             .expect("bytes");
         buf.push_str(std::str::from_utf8(&chunk).expect("utf8"));
-        while let Some(i) = buf.find(": heartbeat\n\n") {
+        const FRAME: &str = ": heartbeat\nevent: heartbeat\ndata: {}\n\n";
+        while let Some(i) = buf.find(FRAME) {
             times.push(Instant::now());
-            buf.drain(..i + 13);
+            buf.drain(..i + FRAME.len());
         }
     }
     assert_near(&intervals(&times), hb, "SSE");
@@ -358,6 +359,82 @@ async fn heartbeats_arrive_at_the_configured_interval() {
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "timeout=60 was not capped at 1 s"
+    );
+    app.stop().await;
+}
+
+/// A long-poll answers at most `SWITCHYARD_POLL_BATCH` events; its cursor is the last one
+/// it answered, so the next poll continues exactly there.
+#[tokio::test]
+async fn long_poll_batches_and_continues_where_the_batch_ended() {
+    let app = spawn_app(|c| c.poll_batch = 10).await;
+    let epoch = app.status().await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    // Interleave a topic the poller does not want, so cursors are not contiguous.
+    let mut want = Vec::new();
+    for i in 0..25 {
+        want.extend(app.publish_n("p", i..i + 1).await);
+        app.publish_n("noise", 0..2).await;
+    }
+    let mut cursor = format!("{epoch}-0");
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        if got.len() >= 25 {
+            break;
+        }
+        let v = app
+            .poll(&format!("topics=p&cursor={cursor}&timeout=0"))
+            .await;
+        let events = v["events"].as_array().expect("events");
+        sizes.push(events.len());
+        got.extend(ids(events));
+        cursor = v["cursor"].as_str().expect("cursor").to_owned();
+        if events.len() == 10 {
+            // At or past the last event answered, before the next one wanted.
+            let c = seq(&cursor);
+            assert!(
+                c >= seq(&got[got.len() - 1]) && c < seq(&want[got.len()]),
+                "{cursor}"
+            );
+        }
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    assert_eq!(got, want);
+    // After the last event the cursor moves past the noise too: nothing is re-scanned.
+    assert_eq!(cursor, app.status().await["cursor"].as_str().expect("head"));
+    app.stop().await;
+}
+
+/// The demo page and the client are served from `static/`; every response carries a
+/// request id.
+#[tokio::test]
+async fn static_files_demo_switch_and_request_ids() {
+    let app = spawn_app(|_| {}).await;
+    let resp = app.client.get(app.url("/")).send().await.expect("GET /");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert!(resp.text().await.expect("html").contains("<html"));
+    let resp = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    app.stop().await;
+
+    let app = spawn_app(|c| c.demo = false).await;
+    let resp = app.client.get(app.url("/")).send().await.expect("GET /");
+    assert_eq!(resp.status(), 404);
+    assert!(
+        resp.text()
+            .await
+            .expect("text")
+            .contains("SWITCHYARD_DEMO=off")
     );
     app.stop().await;
 }

@@ -22,7 +22,10 @@ pub const RETRY_MS: u64 = 2000;
 /// one write and one flush for many events).
 pub const MAX_COALESCE_BYTES: usize = 64 * 1024;
 
-const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+/// A comment line (what curl users see, SPEC §4.4) in the same block as a named
+/// `heartbeat` event: `EventSource` hides comments, so the named event is what lets a
+/// browser client tell a quiet stream from a stalled one. `onmessage` does not see it.
+const HEARTBEAT: &[u8] = b": heartbeat\nevent: heartbeat\ndata: {}\n\n";
 
 /// Answers an SSE request. The response head and the first frames go out at once.
 pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {

@@ -134,7 +134,13 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
                 return CloseReason::Shutdown;
             }
             frame = stream.next() => match frame {
-                None | Some(Ok(Message::Close(_))) => return CloseReason::ClientClosed,
+                None => return CloseReason::ClientClosed,
+                Some(Ok(Message::Close(_))) => {
+                    // The codec queued the echo of the client's close frame; send it so
+                    // the client sees a clean close with its own code.
+                    let _ = timeout(Duration::from_secs(1), sink.flush()).await;
+                    return CloseReason::ClientClosed;
+                }
                 Some(Err(e)) => {
                     // The codec refuses messages over MAX_CODEC_MESSAGE with an error.
                     let text = e.to_string();
@@ -260,6 +266,7 @@ async fn handle(message: Message, sub: &mut Subscription) -> Step {
                 message: "binary frames are not supported; send JSON text frames".into(),
             };
         }
+        // Handled by the session loop before it gets here.
         Message::Close(_) => return Step::End(CloseReason::ClientClosed),
     };
     if text.len() > MAX_CLIENT_FRAME {

@@ -292,7 +292,15 @@ pub struct Server {
 
 /// Starts the real binary with `env` on 127.0.0.1:0 and waits for its listening line.
 pub async fn spawn_binary(env: &[(&str, &str)]) -> Server {
+    spawn_binary_in(env, None).await
+}
+
+/// Like [`spawn_binary`], in working directory `dir`.
+pub async fn spawn_binary_in(env: &[(&str, &str)], dir: Option<&str>) -> Server {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
     cmd.env_clear()
         .env("SWITCHYARD_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
