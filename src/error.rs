@@ -17,6 +17,9 @@ pub enum ApiError {
         /// What is wrong and what is allowed.
         message: String,
     },
+    /// No such resource (`404`).
+    #[error("{0}")]
+    NotFound(String),
     /// Missing or wrong publish key (`401`).
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -77,6 +80,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod event;
 pub mod hub;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// When the server started.
     pub started: Instant,
+    /// The demo app's data (used only with `SWITCHYARD_DEMO=on`).
+    pub demo: demo::Demo,
     /// Open streams now, checked against `max_connections`.
     pub open_streams: AtomicU32,
     reports: api::ReportLimiter,
@@ -92,6 +95,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             started: Instant::now(),
             open_streams: AtomicU32::new(0),
+            demo: demo::Demo::seeded(),
             reports: api::ReportLimiter::new(),
         })
     }
@@ -111,7 +115,7 @@ pub fn check_config(config: &Config, addr: SocketAddr) -> Result<(), String> {
 
 /// The router: API, transports, and static files.
 pub fn app(state: Arc<AppState>) -> Router {
-    let api = Router::new()
+    let mut api = Router::new()
         .route(
             "/v1/events",
             post(api::publish).layer(DefaultBodyLimit::max(api::MAX_PUBLISH_BODY)),
@@ -123,11 +127,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/negotiate", get(api::negotiate))
         .route("/v1/status", get(api::status))
         .route("/metrics", get(api::metrics))
-        .route("/healthz", get(api::healthz))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            API_TIMEOUT,
-        ));
+        .route("/healthz", get(api::healthz));
 
     // Streams: no timeout and no body limit layers (they would cut or buffer them).
     let streams = Router::new()
@@ -138,7 +138,9 @@ pub fn app(state: Arc<AppState>) -> Router {
 
     let static_dir = resolve_static_dir(&state.config.static_dir);
     let mut files = Router::new().fallback_service(ServeDir::new(&static_dir));
-    if !state.config.demo {
+    if state.config.demo {
+        api = api.merge(demo::routes());
+    } else {
         let off = || async {
             (
                 StatusCode::NOT_FOUND,
@@ -147,6 +149,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         };
         files = files.route("/", get(off)).route("/index.html", get(off));
     }
+
+    let api = api.layer(TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        API_TIMEOUT,
+    ));
 
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()

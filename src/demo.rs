@@ -1,0 +1,472 @@
+//! The demo app's API (`SWITCHYARD_DEMO=on`): a small CMS with a **Projects** area and a
+//! **Notifications** area, the use-case switchyard grew from.
+//!
+//! State lives in memory. Every change goes through this HTTP API, is applied under the
+//! demo's lock and published to the hub under the same lock, so a snapshot
+//! (`GET /demo/api/state`) and its `cursor` are consistent: a page that loads the
+//! snapshot and subscribes from that cursor sees every later change exactly once.
+//!
+//! Topics: `projects` (every project, item and comment change) and
+//! `notifications/<user>` (one user's bell).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::event::NewEvent;
+
+/// The editors of the demo (no accounts: pick one in the page).
+pub const USERS: &[&str] = &["ada", "grace", "linus"];
+/// Most projects.
+const MAX_PROJECTS: usize = 50;
+/// Most items per project.
+const MAX_ITEMS: usize = 200;
+/// Most comments per item.
+const MAX_COMMENTS: usize = 100;
+/// Notifications kept per user (oldest dropped).
+const MAX_NOTIFICATIONS: usize = 100;
+/// Longest project name or item title, in characters.
+const MAX_TITLE: usize = 120;
+/// Longest comment, in characters.
+const MAX_TEXT: usize = 1000;
+
+/// The demo's in-memory data.
+#[derive(Default)]
+pub struct Demo {
+    state: Mutex<Data>,
+}
+
+#[derive(Default, Serialize)]
+struct Data {
+    projects: Vec<Project>,
+    #[serde(skip)]
+    notifications: BTreeMap<String, VecDeque<Notification>>,
+    #[serde(skip)]
+    next_id: u64,
+}
+
+#[derive(Clone, Serialize)]
+struct Project {
+    id: u64,
+    name: String,
+    items: Vec<Item>,
+}
+
+#[derive(Clone, Serialize)]
+struct Item {
+    id: u64,
+    project_id: u64,
+    title: String,
+    done: bool,
+    updated_by: String,
+    comments: Vec<Comment>,
+}
+
+#[derive(Clone, Serialize)]
+struct Comment {
+    id: u64,
+    item_id: u64,
+    author: String,
+    text: String,
+    ts: String,
+}
+
+#[derive(Clone, Serialize)]
+struct Notification {
+    id: u64,
+    text: String,
+    project_id: u64,
+    item_id: u64,
+    read: bool,
+    ts: String,
+}
+
+impl Demo {
+    /// A demo with two sample projects.
+    pub fn seeded() -> Demo {
+        let demo = Demo::default();
+        {
+            let mut d = demo.lock();
+            for (name, items) in [
+                (
+                    "Website relaunch",
+                    &["Draft the spec", "Pick fonts", "Migrate blog posts"][..],
+                ),
+                (
+                    "Annual report",
+                    &["Collect figures", "Write the foreword"][..],
+                ),
+            ] {
+                let id = d.id();
+                let items = items
+                    .iter()
+                    .map(|title| Item {
+                        id: d.id(),
+                        project_id: id,
+                        title: (*title).to_owned(),
+                        done: false,
+                        updated_by: "ada".to_owned(),
+                        comments: Vec::new(),
+                    })
+                    .collect();
+                d.projects.push(Project {
+                    id,
+                    name: name.to_owned(),
+                    items,
+                });
+            }
+        }
+        demo
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Data {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn project(&mut self, id: u64) -> Result<&mut Project, ApiError> {
+        self.projects
+            .iter_mut()
+            .find(|p| p.id == id)
+            .ok_or_else(|| not_found(format!("no project {id}")))
+    }
+}
+
+/// The demo routes, mounted under `/demo/api`.
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/demo/api/state", get(state))
+        .route("/demo/api/projects", post(create_project))
+        .route("/demo/api/projects/{pid}/items", post(create_item))
+        .route("/demo/api/projects/{pid}/items/{iid}", patch(update_item))
+        .route(
+            "/demo/api/projects/{pid}/items/{iid}/comments",
+            post(create_comment),
+        )
+        .route("/demo/api/notifications/{user}/read", post(mark_read))
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::NotFound(message)
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn user(name: &str) -> Result<String, ApiError> {
+    USERS
+        .iter()
+        .find(|u| **u == name)
+        .map(|u| (*u).to_owned())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_user",
+                format!(
+                    "user {:?} is not one of {}",
+                    name.chars().take(20).collect::<String>(),
+                    USERS.join(", ")
+                ),
+            )
+        })
+}
+
+fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be 1 to {max} characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn body<T: for<'de> Deserialize<'de>>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("body: {e}")))
+}
+
+/// Publishes `events` while the caller still holds the demo lock (see module doc).
+fn publish(app: &AppState, events: Vec<(String, &str, Value)>) -> Result<(), ApiError> {
+    let events = events
+        .into_iter()
+        .map(|(topic, kind, data)| NewEvent::new(&topic, kind, data))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(format!("demo event: {}", e.0)))?;
+    app.hub.publish(events);
+    Ok(())
+}
+
+/// Notifies every editor except `actor`.
+fn notify(
+    d: &mut Data,
+    actor: &str,
+    text: String,
+    project_id: u64,
+    item_id: u64,
+) -> Vec<(String, &'static str, Value)> {
+    let mut out = Vec::new();
+    for u in USERS.iter().filter(|u| **u != actor) {
+        let n = Notification {
+            id: d.id(),
+            text: text.clone(),
+            project_id,
+            item_id,
+            read: false,
+            ts: now(),
+        };
+        let list = d.notifications.entry((*u).to_owned()).or_default();
+        list.push_front(n.clone());
+        list.truncate(MAX_NOTIFICATIONS);
+        out.push((
+            format!("notifications/{u}"),
+            "notification.created",
+            json!(n),
+        ));
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct StateQuery {
+    user: String,
+}
+
+async fn state(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<StateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let user = user(&q.user)?;
+    let d = app.demo.lock();
+    // Read under the demo lock: no demo change can publish between the two.
+    let cursor = app.hub.stats().head;
+    let notifications: Vec<&Notification> = d
+        .notifications
+        .get(&user)
+        .map(|l| l.iter().collect())
+        .unwrap_or_default();
+    let unread = notifications.iter().filter(|n| !n.read).count();
+    Ok(Json(json!({
+        "user": user,
+        "users": USERS,
+        "projects": d.projects,
+        "notifications": notifications,
+        "unread": unread,
+        "cursor": cursor,
+        "topics": ["projects", format!("notifications/{user}")],
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProject {
+    name: String,
+    user: String,
+}
+
+async fn create_project(
+    State(app): State<Arc<AppState>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: NewProject = body(b)?;
+    let actor = user(&req.user)?;
+    let name = text("name", &req.name, MAX_TITLE)?;
+    let mut d = app.demo.lock();
+    if d.projects.len() >= MAX_PROJECTS {
+        return Err(ApiError::bad_request(
+            "limit",
+            format!("the demo holds at most {MAX_PROJECTS} projects"),
+        ));
+    }
+    let project = Project {
+        id: d.id(),
+        name,
+        items: Vec::new(),
+    };
+    d.projects.push(project.clone());
+    let data = json!({"project": project, "by": actor});
+    publish(
+        &app,
+        vec![("projects".into(), "project.created", data.clone())],
+    )?;
+    Ok((StatusCode::CREATED, Json(data)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewItem {
+    title: String,
+    user: String,
+}
+
+async fn create_item(
+    State(app): State<Arc<AppState>>,
+    Path(pid): Path<u64>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: NewItem = body(b)?;
+    let actor = user(&req.user)?;
+    let title = text("title", &req.title, MAX_TITLE)?;
+    let mut guard = app.demo.lock();
+    let d = &mut *guard;
+    let id = d.id();
+    let project = d.project(pid)?;
+    if project.items.len() >= MAX_ITEMS {
+        return Err(ApiError::bad_request(
+            "limit",
+            format!("a project holds at most {MAX_ITEMS} items"),
+        ));
+    }
+    let item = Item {
+        id,
+        project_id: pid,
+        title,
+        done: false,
+        updated_by: actor.clone(),
+        comments: Vec::new(),
+    };
+    project.items.push(item.clone());
+    let note = format!("{actor} added “{}” to {}", item.title, project.name);
+    let data = json!({"item": item, "by": actor});
+    let mut events = vec![("projects".into(), "item.created", data.clone())];
+    events.extend(notify(d, &actor, note, pid, id));
+    publish(&app, events)?;
+    Ok((StatusCode::CREATED, Json(data)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemChange {
+    user: String,
+    title: Option<String>,
+    done: Option<bool>,
+}
+
+async fn update_item(
+    State(app): State<Arc<AppState>>,
+    Path((pid, iid)): Path<(u64, u64)>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: ItemChange = body(b)?;
+    let actor = user(&req.user)?;
+    let title = req
+        .title
+        .as_deref()
+        .map(|t| text("title", t, MAX_TITLE))
+        .transpose()?;
+    let mut guard = app.demo.lock();
+    let d = &mut *guard;
+    let project = d.project(pid)?;
+    let project_name = project.name.clone();
+    let item = project
+        .items
+        .iter_mut()
+        .find(|i| i.id == iid)
+        .ok_or_else(|| not_found(format!("no item {iid} in project {pid}")))?;
+    if let Some(t) = title {
+        item.title = t;
+    }
+    if let Some(done) = req.done {
+        item.done = done;
+    }
+    item.updated_by = actor.clone();
+    let item = item.clone();
+    let verb = if req.done == Some(true) {
+        "completed"
+    } else {
+        "updated"
+    };
+    let note = format!("{actor} {verb} “{}” in {project_name}", item.title);
+    let data = json!({"item": item, "by": actor});
+    let mut events = vec![("projects".into(), "item.updated", data.clone())];
+    events.extend(notify(d, &actor, note, pid, iid));
+    publish(&app, events)?;
+    Ok(Json(data))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewComment {
+    text: String,
+    user: String,
+}
+
+async fn create_comment(
+    State(app): State<Arc<AppState>>,
+    Path((pid, iid)): Path<(u64, u64)>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: NewComment = body(b)?;
+    let actor = user(&req.user)?;
+    let body_text = text("text", &req.text, MAX_TEXT)?;
+    let mut guard = app.demo.lock();
+    let d = &mut *guard;
+    let id = d.id();
+    let project = d.project(pid)?;
+    let item = project
+        .items
+        .iter_mut()
+        .find(|i| i.id == iid)
+        .ok_or_else(|| not_found(format!("no item {iid} in project {pid}")))?;
+    if item.comments.len() >= MAX_COMMENTS {
+        return Err(ApiError::bad_request(
+            "limit",
+            format!("an item holds at most {MAX_COMMENTS} comments"),
+        ));
+    }
+    let comment = Comment {
+        id,
+        item_id: iid,
+        author: actor.clone(),
+        text: body_text,
+        ts: now(),
+    };
+    item.comments.push(comment.clone());
+    let note = format!("{actor} commented on “{}”", item.title);
+    let data = json!({"comment": comment, "project_id": pid, "by": actor});
+    let mut events = vec![("projects".into(), "comment.created", data.clone())];
+    events.extend(notify(d, &actor, note, pid, iid));
+    publish(&app, events)?;
+    Ok((StatusCode::CREATED, Json(data)))
+}
+
+async fn mark_read(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let u = user(&name)?;
+    let mut d = app.demo.lock();
+    if let Some(list) = d.notifications.get_mut(&u) {
+        list.iter_mut().for_each(|n| n.read = true);
+    }
+    let data = json!({"user": u, "unread": 0});
+    publish(
+        &app,
+        vec![(
+            format!("notifications/{u}"),
+            "notification.read",
+            data.clone(),
+        )],
+    )?;
+    Ok(Json(data))
+}
