@@ -3,6 +3,8 @@
 //! Every wait is bounded by a timeout whose message says what did not happen.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
+
 use std::future::Future;
 use std::process::Stdio;
 use std::time::Duration;
