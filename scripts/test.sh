@@ -6,16 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests need. None yet beyond the Rust toolchain; the browser
-# (chromium, chromium-driver) and nginx join this list with the browser-client tests.
+# System packages the tests need: headless Chromium and its driver for the browser
+# client tests, nginx for the proxy tests. Installed only when missing.
 need_apt=()
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v nginx >/dev/null || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_apt[*]}"
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
   else
-    echo "missing packages: ${need_apt[*]} (run as root or install them)" >&2
+    echo "missing packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2
     exit 1
   fi
 fi

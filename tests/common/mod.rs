@@ -41,11 +41,17 @@ pub struct TestApp {
 /// Starts the server with the defaults changed by `configure` (config from code, never
 /// from the process environment).
 pub async fn spawn_app(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at("127.0.0.1:0".parse().expect("addr"), configure).await
+}
+
+/// Like [`spawn_app`], on a given address (to restart a server where it was).
+pub async fn spawn_app_at(
+    addr: std::net::SocketAddr,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let mut config = Config::defaults();
     configure(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(switchyard::run(listener, config, async move {
