@@ -1,515 +1,565 @@
-// switchyard demo page: a small live view of one topic, with plain browser APIs.
+// Acme CMS — the switchyard demo app: a Projects area and a notification bell.
 //
-// This is not the switchyard client library (that is `switchyard.js`, a later issue);
-// it is the least a page needs to do to follow a topic over WebSocket, Server-Sent
-// Events or long polling and to resume from its last cursor. See docs/protocol.md.
+// The data flow is one-way on purpose: every change is sent to the HTTP API
+// (`/demo/api/...`) and the page changes ONLY when the matching event arrives over the
+// live connection. So every open tab, including the one that made the change, shows the
+// same thing, and the page shows at once when live updates stop working.
 //
-// `Live` holds the connection logic and touches no DOM; the UI at the bottom wires it
-// to the page.
+// Startup: GET /demo/api/state → render → connect() from the snapshot's cursor (the
+// server takes both under one lock, so no change is missed or seen twice). A `reset`
+// from the connection means events may be missing: fetch the snapshot again and
+// re-render; the stream goes on by itself.
+//
+// Events are applied idempotently by object id, because after a refetch an event can
+// arrive for an object the snapshot already holds.
+//
+// Plain DOM, no framework. Text from the server only ever reaches the page as text
+// nodes or attributes (no innerHTML), so nothing in the data is interpreted as markup.
 
-/** How long a transport may take to say `ready` before the next one is tried. */
-const READY_TIMEOUT_MS = 5000;
-/** A stream that is silent for this many heartbeats is treated as dead. */
-const SILENCE_HEARTBEATS = 2.5;
-/** Reconnect back-off: first delay and cap (each gets up to 50% jitter). */
-const BACKOFF_MIN_MS = 500;
-const BACKOFF_MAX_MS = 15000;
-/** Failures of one transport before `auto` moves on to the next one. */
-const FAILURES_BEFORE_FALLBACK = 2;
+import { connect } from './switchyard.js';
 
-const TRANSPORTS = ['websocket', 'sse', 'longpoll'];
+/** The demo's editors (the server's list; used before the first snapshot). */
+const USERS = ['ada', 'grace', 'linus'];
+const USER_KEY = 'acme-cms.user';
+/** Most entries kept in the "Recent activity" panel. */
+const ACTIVITY_MAX = 12;
 
-/** Absolute URL of an API path, built from the page's own location. */
-export function apiUrl(path, params = {}, base = globalThis.location) {
-  const url = new URL(path, base);
-  for (const [k, v] of Object.entries(params)) {
-    if (v !== undefined && v !== null && v !== '') url.searchParams.set(k, v);
+const params = new URLSearchParams(location.search);
+const user = pickUser();
+/** `?transports=longpoll` or `?transports=sse,longpoll` narrows the transports (debugging). */
+const transports = (params.get('transports') || '')
+  .split(',').map((t) => t.trim()).filter(Boolean);
+
+/** What automated browser tests look at. */
+const demo = {
+  conn: null,
+  state: null,
+  /** True once the snapshot is rendered and the connection has settled (live, degraded or off). */
+  ready: false,
+  /** Ids of the envelopes received, in order. */
+  events: [],
+};
+window.demo = demo;
+
+/** While a refetch after `reset` runs, events wait here and are applied on top of it. */
+let pending = null;
+
+// ---------------------------------------------------------------- tiny DOM helpers
+
+const $ = (id) => document.getElementById(id);
+const byTestId = (id) => document.querySelector(`[data-testid="${id}"]`);
+
+/** `h('li', {class: 'x', testid: 'item-3', onclick: fn}, 'text', child)`; strings become text nodes. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'testid') el.dataset.testid = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
   }
-  return url;
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
 }
 
-function jitter(ms) {
-  return Math.round(ms * (0.5 + Math.random() * 0.5));
+const ICONS = {
+  comment: 'M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z',
+  plus: 'M12 5v14M5 12h14',
+  check: 'M20 6 9 17l-5-5',
+};
+
+function icon(name) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', ICONS[name]);
+  svg.append(path);
+  return svg;
 }
 
-/**
- * One live subscription to one topic. Emits (via the `on` callbacks):
- *   state({state, transport, mode, detail})  connecting | live | reconnecting | off | closed
- *   event(envelope)                          each event once, in order
- *   control(name, body)                      ready, reset, reconnect, heartbeat, error, info
- */
-export class Live {
-  constructor({ topic, transports = null, cursor = null, base = globalThis.location, on = {} }) {
-    this.topic = topic;
-    this.forced = transports; // null = auto (negotiate), else an ordered list
-    this.cursor = cursor;
-    this.base = base;
-    this.on = on;
-    this.seen = new Set();
-    this.seenOrder = [];
-    this.order = [];
-    this.index = 0;
-    this.failures = 0;
-    this.heartbeatMs = 15000;
-    this.pollTimeoutMs = 25000;
-    this.current = null; // {close()} of the open transport
-    this.timer = null;
-    this.closed = false;
-    this.transport = null;
-  }
+const displayName = (u) => (u ? u[0].toUpperCase() + u.slice(1) : '');
 
-  async start() {
-    this.emitState('connecting', null, 'asking /v1/negotiate');
-    let offered = [];
+function avatar(u, cls = 'avatar') {
+  return h('span', { class: `${cls} u-${USERS.includes(u) ? u : 'other'}`, title: displayName(u), 'aria-hidden': 'true' },
+    (u || '?')[0].toUpperCase());
+}
+
+function timeLabel(ts) {
+  const t = new Date(ts);
+  if (Number.isNaN(t.getTime())) return '';
+  const secs = (Date.now() - t.getTime()) / 1000;
+  if (secs < 60) return 'just now';
+  if (secs < 3600) return `${Math.floor(secs / 60)} min ago`;
+  return t.toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}
+
+let toastTimer = null;
+function toast(message) {
+  const el = $('toast');
+  el.textContent = message;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, 5000);
+}
+
+// ---------------------------------------------------------------- HTTP API
+
+async function api(method, path, body) {
+  const res = await fetch(`/demo/api/${path}`, {
+    method,
+    headers: body ? { 'Content-Type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await res.json().catch(() => null);
+  if (!res.ok) throw new Error(data?.error?.message || `${res.status} ${res.statusText}`);
+  return data;
+}
+
+/** Sends a change; the page updates when its event arrives. Returns false on failure. */
+async function send(what, method, path, body) {
+  try {
+    await api(method, path, { ...body, user });
+    return true;
+  } catch (e) {
+    toast(`Could not ${what}: ${e.message}`);
+    return false;
+  }
+}
+
+/** Runs `fn` with the form's controls disabled; clears `input` when `fn` succeeds. */
+async function submitting(form, input, fn) {
+  const controls = form.querySelectorAll('input, button');
+  controls.forEach((c) => { c.disabled = true; });
+  const ok = await fn(input.value.trim());
+  controls.forEach((c) => { c.disabled = false; });
+  if (ok) input.value = '';
+  input.focus();
+}
+
+// ---------------------------------------------------------------- user
+
+function pickUser() {
+  const stored = (() => { try { return localStorage.getItem(USER_KEY); } catch { return null; } })();
+  const u = [params.get('user'), stored].find((c) => USERS.includes(c)) || USERS[0];
+  try { localStorage.setItem(USER_KEY, u); } catch { /* private mode */ }
+  if (params.get('user') !== u) {
+    params.set('user', u);
+    history.replaceState(null, '', `?${params}`);
+  }
+  return u;
+}
+
+function renderUserPicker(users) {
+  const select = $('user');
+  select.replaceChildren(...users.map((u) => h('option', { value: u, selected: u === user }, displayName(u))));
+  $('me-avatar').replaceWith(Object.assign(avatar(user), { id: 'me-avatar' }));
+  select.onchange = () => {
+    try { localStorage.setItem(USER_KEY, select.value); } catch { /* private mode */ }
+    params.set('user', select.value);
+    location.search = `?${params}`; // a new user means new topics: load the page afresh
+  };
+}
+
+// ---------------------------------------------------------------- projects
+
+function renderProjects() {
+  const box = $('projects');
+  const { projects } = demo.state;
+  box.replaceChildren(...projects.map(projectView));
+  if (!projects.length) box.append(h('p', { class: 'empty-state' }, 'No projects yet. Create the first one above.'));
+}
+
+function projectView(p) {
+  const input = h('input', {
+    testid: `add-item-${p.id}`, maxlength: 120, placeholder: 'Add an item…', 'aria-label': `New item in ${p.name}`, required: true,
+  });
+  const form = h('form', { class: 'add-item', autocomplete: 'off' },
+    input,
+    h('button', { type: 'submit', class: 'btn', testid: `add-item-btn-${p.id}` }, icon('plus'), 'Add'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    submitting(form, input, (title) => title && send('add the item', 'POST', `projects/${p.id}/items`, { title }));
+  });
+
+  const card = h('article', { class: 'card project', testid: `project-${p.id}`, 'data-id': p.id },
+    h('header', { class: 'project-head' },
+      h('h2', { class: 'project-name' }),
+      h('span', { class: 'project-count muted' })),
+    h('div', { class: 'progress', 'aria-hidden': 'true' }, h('span')),
+    h('ul', { class: 'items' }),
+    form);
+  fillProject(card, p);
+  for (const item of p.items) card.querySelector('.items').append(itemView(item));
+  return card;
+}
+
+/** Updates the parts of a project card that change (name, counts). */
+function fillProject(card, p) {
+  card.querySelector('.project-name').textContent = p.name;
+  const done = p.items.filter((i) => i.done).length;
+  card.querySelector('.project-count').textContent =
+    p.items.length ? `${done} of ${p.items.length} done` : 'No items yet';
+  card.querySelector('.progress span').style.width = `${p.items.length ? (100 * done) / p.items.length : 0}%`;
+  const list = card.querySelector('.items');
+  const empty = list.querySelector('.items-empty');
+  if (!p.items.length && !empty) list.append(h('li', { class: 'items-empty muted' }, 'Nothing here yet.'));
+  if (p.items.length && empty) empty.remove();
+}
+
+function itemView(item) {
+  const li = h('li', { class: 'item', testid: `item-${item.id}`, 'data-id': item.id });
+  const check = h('input', { type: 'checkbox', class: 'check', 'aria-label': 'Done' });
+  check.addEventListener('change', async () => {
+    const wanted = check.checked;
+    check.disabled = true;
+    const ok = await send('update the item', 'PATCH', `projects/${item.project_id}/items/${item.id}`, { done: wanted });
+    check.disabled = false;
+    // The event sets the box; until then (or on failure) show what the data says.
+    if (!ok || li.dataset.done !== String(wanted)) check.checked = li.dataset.done === 'true';
+  });
+
+  const title = h('button', { type: 'button', class: 'title', title: 'Click to rename' });
+  title.addEventListener('click', () => editTitle(li, item));
+
+  const toggle = h('button', { type: 'button', class: 'comments-toggle', 'aria-expanded': 'false' },
+    icon('comment'), h('span', { class: 'comment-count' }));
+  const comments = h('div', { class: 'comments', hidden: true },
+    h('ol', { class: 'comment-list' }),
+    commentForm(item));
+  toggle.addEventListener('click', () => {
+    comments.hidden = !comments.hidden;
+    toggle.setAttribute('aria-expanded', String(!comments.hidden));
+    if (!comments.hidden) comments.querySelector('input').focus();
+  });
+
+  li.append(
+    h('div', { class: 'item-row' },
+      check,
+      h('div', { class: 'item-main' }, title, h('div', { class: 'item-meta muted' })),
+      toggle),
+    comments);
+  fillItem(li, item);
+  return li;
+}
+
+/** Updates an item row in place (keeps an open comment thread and a half-typed comment). */
+function fillItem(li, item) {
+  li.dataset.title = item.title;
+  li.dataset.done = String(item.done);
+  li.classList.toggle('done', item.done);
+  li.querySelector('.check').checked = item.done;
+  li.querySelector('.title').textContent = item.title;
+  li.querySelector('.item-meta').replaceChildren(avatar(item.updated_by, 'avatar xs'),
+    `${item.done ? 'Completed' : 'Updated'} by ${displayName(item.updated_by)}`);
+  const n = item.comments.length;
+  li.querySelector('.comment-count').textContent = n ? String(n) : '';
+  li.querySelector('.comments-toggle').title = n === 1 ? '1 comment' : `${n} comments`;
+  const list = li.querySelector('.comment-list');
+  const shown = new Set([...list.children].map((c) => c.dataset.id));
+  for (const c of item.comments) if (!shown.has(String(c.id))) list.append(commentView(c));
+}
+
+function editTitle(li, item) {
+  const title = li.querySelector('.title');
+  if (li.querySelector('.title-edit')) return;
+  const input = h('input', { class: 'title-edit', maxlength: 120, value: li.dataset.title, 'aria-label': 'Item title' });
+  let finished = false;
+  const finish = async (save) => {
+    if (finished) return;
+    finished = true;
+    const value = input.value.trim();
+    if (save && value && value !== li.dataset.title) {
+      input.disabled = true;
+      await send('rename the item', 'PATCH', `projects/${item.project_id}/items/${item.id}`, { title: value });
+    }
+    input.remove();
+    title.hidden = false;
+  };
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') finish(true);
+    if (e.key === 'Escape') finish(false);
+  });
+  input.addEventListener('blur', () => finish(true));
+  title.hidden = true;
+  title.after(input);
+  input.focus();
+  input.select();
+}
+
+function commentView(c) {
+  return h('li', { class: 'comment', 'data-id': c.id },
+    avatar(c.author, 'avatar sm'),
+    h('div', {},
+      h('div', { class: 'comment-head' }, h('strong', {}, displayName(c.author)), ' ',
+        h('time', { class: 'muted', datetime: c.ts }, timeLabel(c.ts))),
+      h('p', {}, c.text)));
+}
+
+function commentForm(item) {
+  const input = h('input', { maxlength: 1000, placeholder: 'Write a comment…', 'aria-label': 'Comment', required: true });
+  const form = h('form', { class: 'comment-form', autocomplete: 'off' }, input, h('button', { type: 'submit', class: 'btn' }, 'Comment'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    submitting(form, input, (text) => text && send('add the comment', 'POST', `projects/${item.project_id}/items/${item.id}/comments`, { text }));
+  });
+  return form;
+}
+
+/** Brief highlight for something another editor changed. */
+function flash(el, by) {
+  if (!el || by === user) return;
+  el.classList.remove('flash');
+  void el.offsetWidth; // restart the animation
+  el.classList.add('flash');
+}
+
+// ---------------------------------------------------------------- notifications
+
+function renderBell() {
+  const { notifications } = demo.state;
+  const unread = notifications.filter((n) => !n.read).length;
+  demo.state.unread = unread;
+  const badge = $('bell-count');
+  badge.textContent = String(unread);
+  badge.hidden = unread === 0;
+  $('bell').title = unread ? `Notifications (${unread} unread)` : 'Notifications';
+  $('bell-summary').textContent = notifications.length ? `${notifications.length} total` : '';
+  const list = $('notes');
+  list.replaceChildren(...notifications.map((n) =>
+    h('li', { class: `note${n.read ? '' : ' unread'}${seenUnread.has(n.id) ? ' fresh' : ''}` },
+      h('button', { type: 'button', onclick: () => { closeBell(); reveal(n.item_id); } },
+        h('span', { class: 'note-text' }, n.text),
+        h('time', { class: 'muted', datetime: n.ts }, timeLabel(n.ts))))));
+  if (!notifications.length) list.append(h('li', { class: 'empty' }, "You're all caught up."));
+}
+
+/** Notifications that were unread when the menu was opened stay highlighted while it is open. */
+let seenUnread = new Set();
+
+function openBell() {
+  seenUnread = new Set(demo.state.notifications.filter((n) => !n.read).map((n) => n.id));
+  $('bell-menu').hidden = false;
+  $('bell').setAttribute('aria-expanded', 'true');
+  renderBell();
+  if (seenUnread.size) send('mark notifications read', 'POST', `notifications/${user}/read`, {});
+}
+
+function closeBell() {
+  seenUnread = new Set();
+  $('bell-menu').hidden = true;
+  $('bell').setAttribute('aria-expanded', 'false');
+  renderBell();
+}
+
+function reveal(itemId) {
+  const el = byTestId(`item-${itemId}`);
+  if (!el) return;
+  el.scrollIntoView({ behavior: 'smooth', block: 'center' });
+  el.classList.remove('flash');
+  void el.offsetWidth;
+  el.classList.add('flash');
+}
+
+// ---------------------------------------------------------------- activity panel
+
+function logActivity(text, by, ts) {
+  const list = $('activity');
+  list.querySelector('.empty')?.remove();
+  list.prepend(h('li', {}, avatar(by, 'avatar sm'),
+    h('div', {}, h('span', {}, text), h('time', { class: 'muted', datetime: ts }, timeLabel(ts)))));
+  while (list.children.length > ACTIVITY_MAX) list.lastChild.remove();
+}
+
+// ---------------------------------------------------------------- events
+
+const findProject = (id) => demo.state.projects.find((p) => p.id === id);
+
+/** Applies one envelope to `demo.state` and the page. Safe to apply twice. */
+function apply(env) {
+  const d = env.data || {};
+  const who = displayName(d.by);
+  switch (env.type) {
+    case 'project.created': {
+      const p = d.project;
+      if (findProject(p.id)) return;
+      const project = { ...p, items: p.items || [] };
+      demo.state.projects.push(project);
+      $('projects').querySelector('.empty-state')?.remove();
+      const card = projectView(project);
+      $('projects').append(card);
+      flash(card, d.by);
+      logActivity(`${who} created the project “${p.name}”`, d.by, env.ts);
+      return;
+    }
+    case 'item.created':
+    case 'item.updated': {
+      const item = d.item;
+      const project = findProject(item.project_id);
+      if (!project) return;
+      const at = project.items.findIndex((i) => i.id === item.id);
+      const known = at >= 0;
+      if (known) project.items[at] = item; else project.items.push(item);
+      const card = byTestId(`project-${project.id}`);
+      let li = byTestId(`item-${item.id}`);
+      if (li) fillItem(li, item);
+      else card.querySelector('.items').append(li = itemView(item));
+      fillProject(card, project);
+      flash(li, d.by);
+      const verb = env.type === 'item.created' ? 'added' : item.done ? 'completed' : 'updated';
+      logActivity(`${who} ${verb} “${item.title}” in ${project.name}`, d.by, env.ts);
+      return;
+    }
+    case 'comment.created': {
+      const c = d.comment;
+      const item = findProject(d.project_id)?.items.find((i) => i.id === c.item_id);
+      if (!item || item.comments.some((x) => x.id === c.id)) return;
+      item.comments.push(c);
+      fillItem(byTestId(`item-${item.id}`), item);
+      logActivity(`${displayName(c.author)} commented on “${item.title}”`, c.author, env.ts);
+      return;
+    }
+    case 'notification.created': {
+      const list = demo.state.notifications;
+      if (!list.some((n) => n.id === d.id)) list.unshift(d);
+      renderBell();
+      return;
+    }
+    case 'notification.read':
+      demo.state.notifications.forEach((n) => { n.read = true; });
+      renderBell();
+      return;
+    default:
+      // An event type this page does not know: nothing to show.
+  }
+}
+
+function onEvent(env) {
+  demo.events.push(env.id);
+  if (pending) pending.push(env);
+  else apply(env);
+}
+
+/** `reset`: events may be missing, so take a fresh snapshot; the stream carries on. */
+async function refetch() {
+  if (pending) return; // one refetch at a time; events keep queueing for it
+  pending = [];
+  for (let delay = 1000; ; delay = Math.min(delay * 2, 15000)) {
     try {
-      const res = await fetch(apiUrl('/v1/negotiate', { topics: this.topic }, this.base), {
-        cache: 'no-store',
-      });
-      const body = await res.json();
-      if (!res.ok) throw new Error(body?.error?.message || `HTTP ${res.status}`);
-      offered = body.transports.map((t) => t.name);
-      this.heartbeatMs = body.heartbeat_ms;
-      this.pollTimeoutMs = body.poll_timeout_ms;
-      if (body.disabled.length) {
-        this.emit('control', 'info', {
-          message: body.disabled.map((d) => `${d.name}: ${d.reason}`).join('; '),
-        });
-      }
+      demo.state = await api('GET', `state?user=${encodeURIComponent(user)}`);
+      break;
     } catch (e) {
-      // Negotiation is advice; without it, try what was asked for (or everything).
-      this.emit('control', 'error', { message: `negotiate failed: ${e.message}` });
-      offered = TRANSPORTS;
+      toast(`Could not reload the projects (${e.message}); retrying…`);
+      await new Promise((r) => setTimeout(r, delay));
     }
-    if (this.closed) return;
-    this.order = this.forced ? this.forced.filter((t) => offered.includes(t)) : offered;
-    if (this.order.length === 0) {
-      const why = this.forced
-        ? `${this.forced.join(', ')} is switched off on this server`
-        : 'live updates are switched off; refresh to see changes';
-      this.emitState('off', null, why);
-      return;
-    }
-    this.index = 0;
-    this.open();
   }
-
-  close() {
-    this.closed = true;
-    clearTimeout(this.timer);
-    this.current?.close();
-    this.current = null;
-    this.emitState('closed', this.transport, 'disconnected');
-  }
-
-  // --- internals -------------------------------------------------------------------
-
-  emit(name, ...args) {
-    this.on[name]?.(...args);
-  }
-
-  emitState(state, transport, detail) {
-    const mode =
-      state === 'live' ? (transport === 'websocket' ? 'live' : 'degraded') : state;
-    this.emit('state', { state, transport, mode, detail, cursor: this.cursor });
-  }
-
-  open() {
-    if (this.closed) return;
-    const transport = this.order[this.index];
-    this.transport = transport;
-    this.emitState('connecting', transport, this.cursor ? `resuming after ${this.cursor}` : 'from now');
-    const handlers = {
-      ready: (body) => this.onReady(transport, body),
-      event: (env) => this.onEvent(env),
-      reset: (body) => this.onReset(body),
-      reconnect: (body) => this.onReconnect(body),
-      heartbeat: () => this.emit('control', 'heartbeat', {}),
-      alive: () => this.armWatchdog(),
-      fail: (why) => this.onFail(transport, why),
-    };
-    const open = { websocket: openWebSocket, sse: openSse, longpoll: openLongPoll }[transport];
-    this.current = open(this, handlers);
-    // No `ready` in time: a proxy may be holding the stream back.
-    this.armTimer(READY_TIMEOUT_MS, () => this.onFail(transport, 'no ready in time'));
-  }
-
-  armTimer(ms, fn) {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(fn, ms);
-  }
-
-  armWatchdog() {
-    if (this.transport !== 'websocket') {
-      // Long-poll: each poll has its own deadline. SSE: heartbeats are comment lines,
-      // which EventSource does not dispatch, so silence cannot be told from an idle
-      // topic; EventSource's own error event covers a dropped connection.
-      clearTimeout(this.timer);
-      return;
-    }
-    this.armTimer(this.heartbeatMs * SILENCE_HEARTBEATS + 1000, () =>
-      this.onFail(this.transport, 'silent past the heartbeat'),
-    );
-  }
-
-  onReady(transport, body) {
-    this.failures = 0;
-    if (body.cursor) this.cursor = body.cursor;
-    if (body.heartbeat_ms) this.heartbeatMs = body.heartbeat_ms;
-    this.emit('control', 'ready', body);
-    this.emitState('live', transport, `after ${this.cursor}`);
-    this.armWatchdog();
-  }
-
-  onEvent(env) {
-    this.cursor = env.id;
-    if (this.seen.has(env.id)) return; // a duplicate after a reconnect: drop it
-    this.seen.add(env.id);
-    this.seenOrder.push(env.id);
-    if (this.seenOrder.length > 1000) this.seen.delete(this.seenOrder.shift());
-    this.emit('event', env);
-  }
-
-  onReset(body) {
-    // History is incomplete: an app refetches its state here. The stream goes on
-    // after body.cursor.
-    this.cursor = body.cursor;
-    this.emit('control', 'reset', body);
-  }
-
-  onReconnect(body) {
-    // The server is draining: come back after `after_ms`, from our cursor.
-    this.emit('control', 'reconnect', body);
-    this.current?.close();
-    this.current = null;
-    this.emitState('reconnecting', this.transport, `server asked to reconnect in ${body.after_ms} ms`);
-    this.armTimer(body.after_ms, () => this.open());
-  }
-
-  onFail(transport, why) {
-    if (this.closed || transport !== this.transport) return;
-    this.current?.close();
-    this.current = null;
-    this.failures += 1;
-    this.emit('control', 'error', { message: `${transport}: ${why}` });
-    if (this.failures >= FAILURES_BEFORE_FALLBACK && this.index + 1 < this.order.length) {
-      this.index += 1;
-      this.failures = 0;
-      this.emit('control', 'info', { message: `falling back to ${this.order[this.index]}` });
-      this.open();
-      return;
-    }
-    const delay = jitter(Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.failures));
-    this.emitState('reconnecting', transport, `${why}; retrying in ${delay} ms`);
-    this.armTimer(delay, () => this.open());
-  }
+  renderProjects();
+  renderBell();
+  const queued = pending;
+  pending = null;
+  queued.forEach(apply);
 }
 
-// --- the three transports -------------------------------------------------------------
-// Each returns {close()} and reports through the handlers; `fail` is called at most once
-// per attempt that matters (Live ignores calls for a transport it has left).
+// ---------------------------------------------------------------- connection status
 
-function openWebSocket(live, h) {
-  const url = apiUrl('/v1/ws', { topics: live.topic, cursor: live.cursor }, live.base);
-  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  let done = false;
-  const ws = new WebSocket(url);
-  ws.onmessage = (m) => {
-    h.alive();
-    let frame;
-    try {
-      frame = JSON.parse(m.data);
-    } catch {
-      return;
-    }
-    switch (frame.op) {
-      case 'ready':
-        return h.ready(frame);
-      case 'event': {
-        const { op, ...envelope } = frame;
-        return h.event(envelope);
-      }
-      case 'heartbeat':
-        return h.heartbeat();
-      case 'reset':
-        return h.reset(frame);
-      case 'reconnect':
-        done = true;
-        return h.reconnect(frame);
-      case 'error':
-        return live.emit('control', 'error', frame);
-      default:
-        return undefined; // subscribed, pong: nothing to do here
-    }
-  };
-  ws.onclose = (e) => {
-    if (!done) h.fail(`closed (${e.code}${e.reason ? ` ${e.reason}` : ''})`);
-    done = true;
-  };
-  return {
-    close() {
-      done = true;
-      ws.close(1000);
-    },
-  };
-}
+const TRANSPORT_NAMES = { websocket: 'WebSocket', sse: 'Server-Sent Events', longpoll: 'long polling' };
+/** Why the client is on a fallback (the `reason` of a `degraded` mode), in words. */
+const REASONS = {
+  disabled: 'WebSocket is switched off on this server.',
+  forced: 'the transports were chosen in the page address.',
+  preference: 'the server prefers it.',
+  remembered: 'WebSocket failed here recently, so it is skipped for a while.',
+  upgrade_failed: 'the WebSocket connection could not be opened (often a proxy in between).',
+  no_ready: 'a stream was held back on the way (a buffering proxy).',
+  stalled: 'the faster connection went silent.',
+  http_status: 'the server answered with an error.',
+  network_error: 'the network dropped the faster connection.',
+  closed: 'the faster connection was closed.',
+  probe_failed: 'WebSocket was tried again and still does not work.',
+};
 
-function openSse(live, h) {
-  const url = apiUrl('/v1/sse', { topics: live.topic, cursor: live.cursor }, live.base);
-  let done = false;
-  const es = new EventSource(url);
-  const json = (fn) => (m) => {
-    h.alive();
-    try {
-      fn(JSON.parse(m.data));
-    } catch {
-      /* not ours */
-    }
-  };
-  es.addEventListener('ready', json(h.ready));
-  es.addEventListener('reset', json(h.reset));
-  es.addEventListener(
-    'reconnect',
-    json((body) => {
-      done = true;
-      es.close(); // we reconnect on our own schedule, not EventSource's `retry`
-      h.reconnect(body);
-    }),
-  );
-  es.onmessage = json(h.event);
-  // SSE heartbeats are comment lines: EventSource does not dispatch them.
-  es.onerror = () => {
-    if (done) return;
-    done = true;
-    es.close(); // resume ourselves, with ?cursor=, and count the failure
-    h.fail(es.readyState === EventSource.CLOSED ? 'refused' : 'connection lost');
-  };
-  return {
-    close() {
-      done = true;
-      es.close();
-    },
-  };
-}
+function showMode(mode, transport, reason) {
+  const conn = $('conn');
+  conn.dataset.mode = mode;
+  $('conn-mode').textContent = mode;
+  const via = mode === 'live' || mode === 'degraded' ? transport || '' : '';
+  $('conn-transport').textContent = via;
+  $('conn-sep').hidden = !via;
+  $('conn-reason').textContent = mode === 'degraded' && reason ? `(${reason})` : '';
+  const how = TRANSPORT_NAMES[transport] || transport;
+  conn.title = {
+    live: `Live updates over ${how}`,
+    degraded: `Live updates over ${how}${reason ? ` — ${reason}` : ''}`,
+    reconnecting: 'Connection lost — reconnecting…',
+    off: 'Live updates are switched off',
+  }[mode] || 'Connecting…';
 
-function openLongPoll(live, h) {
-  let stopped = false;
-  let ctrl = null;
-  let first = true;
-  (async () => {
-    while (!stopped) {
-      // The first poll answers at once (timeout=0): it is this transport's `ready`.
-      const params = { topics: live.topic, cursor: live.cursor, timeout: first ? 0 : undefined };
-      ctrl = new AbortController();
-      const deadline = setTimeout(() => ctrl.abort(), live.pollTimeoutMs + 10000);
-      let answer;
-      try {
-        const res = await fetch(apiUrl('/v1/poll', params, live.base), {
-          cache: 'no-store',
-          signal: ctrl.signal,
-        });
-        answer = await res.json();
-        if (!res.ok) throw new Error(answer?.error?.message || `HTTP ${res.status}`);
-      } catch (e) {
-        if (!stopped) h.fail(e.name === 'AbortError' ? 'poll timed out' : e.message);
-        return;
-      } finally {
-        clearTimeout(deadline);
-      }
-      if (stopped) return;
-      const wasFirst = first;
-      if (first) {
-        first = false;
-        h.ready({ cursor: live.cursor || answer.cursor, transport: 'longpoll' });
-      }
-      // Events first, then a reset (the server's order when both are present).
-      for (const env of answer.events) h.event(env);
-      if (answer.reset) h.reset(answer.reset);
-      live.cursor = answer.cursor; // what to send next
-      if (answer.reconnect) {
-        stopped = true;
-        h.reconnect(answer.reconnect);
-        return;
-      }
-      // An empty answer is long-polling's heartbeat.
-      if (!wasFirst && answer.events.length === 0 && !answer.reset) h.heartbeat();
-    }
-  })();
-  return {
-    close() {
-      stopped = true;
-      ctrl?.abort();
-    },
-  };
-}
-
-// --- the page -------------------------------------------------------------------------
-
-function ui() {
-  const $ = (id) => document.getElementById(id);
-  const params = new URLSearchParams(location.search);
-  const forced = (params.get('transports') || '')
-    .split(',')
-    .map((s) => s.trim().toLowerCase())
-    .filter((s) => TRANSPORTS.includes(s));
-
-  const topicInput = $('topic');
-  const transportSelect = $('transport');
-  topicInput.value = params.get('topic') || 'demo';
-  $('pub-topic').value = topicInput.value;
-  if (forced.length) {
-    transportSelect.value = forced[0];
-    transportSelect.disabled = true;
-    $('forced').hidden = false;
-    $('forced-list').textContent = forced.join(', ');
+  const notice = $('notice-degraded');
+  notice.hidden = mode !== 'degraded';
+  if (mode === 'degraded') {
+    notice.replaceChildren(
+      h('strong', {}, `Live updates are running over ${how}`),
+      reason ? ` because ${REASONS[reason] || `of “${reason}”.`} ` : '. ',
+      'Everything still updates; changes may take a moment longer.');
   }
+  $('banner-off').hidden = mode !== 'off';
+  if (demo.state && ['live', 'degraded', 'off'].includes(mode)) demo.ready = true;
+}
 
-  for (const el of document.querySelectorAll('.origin')) el.textContent = location.origin;
+// ---------------------------------------------------------------- startup
 
-  let live = null;
-  let count = 0;
-
-  const setState = ({ state, transport, mode, detail, cursor }) => {
-    $('state').textContent = state;
-    $('state').dataset.state = state;
-    $('mode').textContent = mode;
-    $('tp').textContent = transport || '—';
-    $('cursor').textContent = cursor || '—';
-    $('detail').textContent = detail || '';
-    if (transport === 'sse') $('heartbeat').textContent = 'comment lines (EventSource does not show them)';
-    else if ($('heartbeat').textContent.startsWith('comment')) $('heartbeat').textContent = '—';
-    $('connect').textContent = state === 'closed' || state === 'off' ? 'Connect' : 'Reconnect';
-  };
-
-  const activity = (name, body) => {
-    if (name === 'heartbeat') {
-      $('heartbeat').textContent = new Date().toLocaleTimeString();
-      return;
-    }
-    const li = document.createElement('li');
-    li.className = `act act-${name}`;
-    const time = document.createElement('time');
-    time.textContent = new Date().toLocaleTimeString();
-    const tag = document.createElement('b');
-    tag.textContent = name;
-    const text = document.createElement('span');
-    text.textContent = body.message ?? JSON.stringify(body);
-    li.append(time, tag, text);
-    $('activity').prepend(li);
-    while ($('activity').children.length > 50) $('activity').lastChild.remove();
-    if (name === 'reset') {
-      $('banner').hidden = false;
-      $('banner-text').textContent =
-        `History incomplete (${body.reason}): an app would refetch its state now. ` +
-        `The stream continues after ${body.cursor}.`;
-    }
-  };
-
-  const addEvent = (env) => {
-    count += 1;
-    $('count').textContent = String(count);
-    $('empty').hidden = true;
-    const li = document.createElement('li');
-    li.className = 'event';
-    const head = document.createElement('div');
-    head.className = 'event-head';
-    const type = document.createElement('span');
-    type.className = 'type';
-    type.textContent = env.type;
-    const topic = document.createElement('span');
-    topic.className = 'topic';
-    topic.textContent = env.topic;
-    const id = document.createElement('code');
-    id.className = 'id';
-    id.textContent = env.id;
-    const ts = document.createElement('time');
-    ts.dateTime = env.ts;
-    ts.title = env.ts;
-    ts.textContent = new Date(env.ts).toLocaleTimeString();
-    head.append(type, topic, id, ts);
-    const data = document.createElement('pre');
-    data.textContent = JSON.stringify(env.data, null, 2);
-    li.append(head, data);
-    $('events').prepend(li);
-    while ($('events').children.length > 200) $('events').lastChild.remove();
-    $('cursor').textContent = env.id;
-  };
-
-  const connect = () => {
-    const topic = topicInput.value.trim();
-    const carry = live && live.topic === topic ? live.cursor : null;
-    live?.close();
-    if (!live || live.topic !== topic) {
-      $('events').replaceChildren();
-      $('empty').hidden = false;
-      count = 0;
-      $('count').textContent = '0';
-    }
-    $('banner').hidden = true;
-    const choice = forced.length
-      ? forced
-      : transportSelect.value === 'auto'
-        ? null
-        : [transportSelect.value];
-    live = new Live({
-      topic,
-      transports: choice,
-      cursor: carry,
-      on: { state: setState, event: addEvent, control: activity },
-    });
-    live.start();
-  };
-
-  $('connect-form').addEventListener('submit', (e) => {
+function wireStaticControls() {
+  $('refresh').addEventListener('click', () => location.reload());
+  $('bell').addEventListener('click', (e) => {
+    e.stopPropagation();
+    if ($('bell-menu').hidden) openBell(); else closeBell();
+  });
+  document.addEventListener('click', (e) => {
+    if (!$('bell-menu').hidden && !e.target.closest('.bell-wrap')) closeBell();
+  });
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && !$('bell-menu').hidden) closeBell();
+  });
+  const form = $('new-project');
+  form.addEventListener('submit', (e) => {
     e.preventDefault();
-    connect();
+    submitting(form, $('new-project-name'), (name) => name && send('create the project', 'POST', 'projects', { name }));
   });
-  $('disconnect').addEventListener('click', () => live?.close());
-  $('banner-close').addEventListener('click', () => {
-    $('banner').hidden = true;
-  });
-
-  $('publish-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const out = $('pub-result');
-    const raw = $('pub-data').value.trim();
-    const event = { topic: $('pub-topic').value.trim(), type: $('pub-type').value.trim() };
-    if (raw) {
-      try {
-        event.data = JSON.parse(raw);
-      } catch (err) {
-        out.className = 'result bad';
-        out.textContent = `data is not JSON: ${err.message}`;
-        return;
-      }
-    }
-    const headers = { 'Content-Type': 'application/json' };
-    const key = $('pub-key').value.trim();
-    if (key) headers.Authorization = `Bearer ${key}`;
-    try {
-      const res = await fetch(apiUrl('/v1/events'), {
-        method: 'POST',
-        headers,
-        body: JSON.stringify(event),
-      });
-      const body = await res.json();
-      if (!res.ok) throw new Error(`${res.status} ${body.error.code}: ${body.error.message}`);
-      out.className = 'result ok';
-      out.textContent = `published ${body.ids.join(', ')}`;
-    } catch (err) {
-      out.className = 'result bad';
-      out.textContent = err.message;
-    }
-  });
-
-  transportSelect.addEventListener('change', connect);
-  topicInput.addEventListener('change', () => {
-    $('pub-topic').value = topicInput.value.trim();
-  });
-
-  connect();
 }
 
-if (typeof document !== 'undefined') {
-  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', ui);
-  else ui();
+async function start() {
+  wireStaticControls();
+  renderUserPicker(USERS);
+  try {
+    demo.state = await api('GET', `state?user=${encodeURIComponent(user)}`);
+  } catch (e) {
+    $('loading').textContent = `Could not load the projects: ${e.message}. `;
+    $('loading').append(h('button', { type: 'button', class: 'btn', onclick: () => location.reload() }, 'Try again'));
+    return;
+  }
+  renderUserPicker(demo.state.users || USERS);
+  renderProjects();
+  renderBell();
+
+  const conn = connect({
+    url: '/v1',
+    topics: demo.state.topics,
+    cursor: demo.state.cursor,
+    ...(transports.length ? { transports } : {}),
+  });
+  demo.conn = conn;
+  conn.on('event', onEvent);
+  conn.on('mode', ({ mode, transport, reason }) => showMode(mode, transport, reason));
+  conn.on('reset', () => { refetch(); });
+  if (conn.mode) showMode(conn.mode, conn.transport);
 }
+
+// Keep "just now" / "5 min ago" honest.
+setInterval(() => {
+  document.querySelectorAll('time[datetime]').forEach((t) => { t.textContent = timeLabel(t.getAttribute('datetime')); });
+}, 30000);
+
+start();
