@@ -1,0 +1,552 @@
+//! The browser client (`static/switchyard.js`) in headless Chromium, against the real
+//! server, directly and behind real nginx proxies that break things the way production
+//! proxies do. The page is `static/client-test.html`, which records what the client
+//! reports in `window.sy`.
+//!
+//! Fall-back times are printed (`--nocapture`) as `MEASURED <scenario>: <ms>`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::browser::{Browser, Nginx, SERIAL, StallProxy};
+use common::*;
+use serde_json::{Value, json};
+use switchyard::config::{HumanDuration, Transports};
+use switchyard::transport::Transport;
+
+/// `window.sy.ids()` in the current tab.
+async fn page_ids(b: &Browser) -> Vec<String> {
+    serde_json::from_value(b.eval("window.sy.ids()").await).expect("ids")
+}
+
+/// Waits until the page's client reports `mode` over `transport`; returns ms since the
+/// page started (the client's own clock).
+async fn wait_mode(b: &Browser, mode: &str, transport: &str, limit: Duration) -> u64 {
+    let expr = format!(
+        "window.sy && window.sy.conn && window.sy.conn.mode === '{mode}' && window.sy.conn.transport === '{transport}' && (Date.now() - window.sy.started)"
+    );
+    let (v, _) = b
+        .wait_for(
+            &expr,
+            limit,
+            &format!("the client to be {mode} over {transport}"),
+        )
+        .await;
+    v.as_u64().unwrap_or(0)
+}
+
+/// Publishes `n` events and waits until the page has them, in order.
+async fn publish_and_see(app_base: &str, b: &Browser, topic: &str, n: u64) -> Vec<String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"topic": topic, "type": "t", "data": {"i": i}}))
+        .collect();
+    let resp: Value = client
+        .post(format!("{app_base}/v1/events"))
+        .json(&events)
+        .send()
+        .await
+        .expect("publish")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<String> = serde_json::from_value(resp["ids"].clone()).expect("ids");
+    let last = ids.last().expect("one id").clone();
+    b.wait_for(
+        &format!("window.sy.ids().includes('{last}')"),
+        Duration::from_secs(10),
+        "the published events to reach the page",
+    )
+    .await;
+    let seen = page_ids(b).await;
+    let tail: Vec<String> = seen[seen.len() - ids.len()..].to_vec();
+    assert_eq!(tail, ids, "events in order, none missing or doubled");
+    ids
+}
+
+fn status_counter(status: &Value, path: &[&str]) -> u64 {
+    let mut v = status;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_over_sse_when_websocket_is_off_and_off_when_everything_is() {
+    let _serial = SERIAL.lock().await;
+    let app =
+        spawn_app(|c| c.transports = Transports(vec![Transport::Sse, Transport::LongPoll])).await;
+    let b = Browser::start().await;
+    b.open_tab(&app.url("/client-test.html?topics=a&forget=1"))
+        .await;
+    let ms = wait_mode(&b, "degraded", "sse", Duration::from_secs(10)).await;
+    eprintln!("MEASURED websocket-off → degraded/sse: {ms} ms");
+    publish_and_see(&app.base, &b, "a", 5).await;
+    // It stays live: nothing falls back further, and later events still arrive.
+    publish_and_see(&app.base, &b, "a", 3).await;
+    assert_eq!(b.eval("window.sy.conn.transport").await, "sse");
+    app.stop().await;
+
+    let app = spawn_app(|c| c.transports = Transports(vec![])).await;
+    b.open_tab(&app.url("/client-test.html?topics=a&forget=1"))
+        .await;
+    b.wait_for(
+        "window.sy && window.sy.conn && window.sy.conn.mode === 'off'",
+        Duration::from_secs(10),
+        "the client to report mode off",
+    )
+    .await;
+    b.quit().await;
+    app.stop().await;
+}
+
+/// Behind an nginx that does not forward `Upgrade`, the client falls back to SSE within
+/// 5 s, reports why, and events flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_strips_upgrade_the_client_falls_back_to_sse() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let nginx = Nginx::start(
+        include_str!("fixtures/nginx-no-upgrade.conf"),
+        &app.addr.to_string(),
+    )
+    .await;
+    let b = Browser::start().await;
+    b.open_tab(&format!(
+        "{}/client-test.html?topics=a&forget=1",
+        nginx.base()
+    ))
+    .await;
+    let ms = wait_mode(&b, "degraded", "sse", Duration::from_secs(5)).await;
+    eprintln!("MEASURED upgrade stripped → sse: {ms} ms");
+    publish_and_see(&app.base, &b, "a", 10).await;
+    within(
+        Duration::from_secs(5),
+        "the fallback report to be counted",
+        async {
+            loop {
+                let s = app.status().await;
+                if status_counter(&s, &["counters", "fallbacks", "upgrade_failed"]) >= 1 {
+                    assert!(
+                        status_counter(&s, &["counters", "upgrade_stripped"]) >= 1,
+                        "{s}"
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
+            }
+        },
+    )
+    .await;
+    b.quit().await;
+    app.stop().await;
+}
+
+/// Behind an nginx that buffers event streams (and ignores `X-Accel-Buffering`) and
+/// strips `Upgrade`, the client sees a stream that never says `ready` and ends on
+/// long-poll within 10 s; events flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_buffering_proxy_the_client_ends_on_long_poll() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let nginx = Nginx::start(
+        include_str!("fixtures/nginx-buffering.conf"),
+        &app.addr.to_string(),
+    )
+    .await;
+    let b = Browser::start().await;
+    b.open_tab(&format!(
+        "{}/client-test.html?topics=a&forget=1",
+        nginx.base()
+    ))
+    .await;
+    let ms = wait_mode(&b, "degraded", "longpoll", Duration::from_secs(10)).await;
+    eprintln!("MEASURED upgrade stripped + SSE buffered → longpoll: {ms} ms");
+    publish_and_see(&app.base, &b, "a", 10).await;
+    let s = app.status().await;
+    assert!(
+        status_counter(&s, &["counters", "fallbacks", "no_ready"]) >= 1,
+        "{s}"
+    );
+    b.quit().await;
+    app.stop().await;
+}
+
+/// Through the shipped nginx configuration everything works: WebSocket, live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_shipped_nginx_config_the_client_is_live_on_websocket() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let shipped = include_str!("../deploy/nginx.conf")
+        .replace("listen 8080;", "listen 127.0.0.1:{{PORT}};")
+        .replace("server 127.0.0.1:3000;", "server {{UPSTREAM}};");
+    let nginx = Nginx::start(&shipped, &app.addr.to_string()).await;
+    let b = Browser::start().await;
+    b.open_tab(&format!(
+        "{}/client-test.html?topics=a&forget=1",
+        nginx.base()
+    ))
+    .await;
+    let ms = wait_mode(&b, "live", "websocket", Duration::from_secs(5)).await;
+    eprintln!("MEASURED shipped nginx → websocket: {ms} ms");
+    publish_and_see(&app.base, &b, "a", 10).await;
+    // SSE through it streams too (first bytes at once).
+    b.open_tab(&format!(
+        "{}/client-test.html?topics=a&forget=1&transports=sse",
+        nginx.base()
+    ))
+    .await;
+    wait_mode(&b, "degraded", "sse", Duration::from_secs(5)).await;
+    publish_and_see(&app.base, &b, "a", 3).await;
+    assert!(
+        nginx.error_log().lines().all(|l| !l.contains("[error]")),
+        "{}",
+        nginx.error_log()
+    );
+    b.quit().await;
+    app.stop().await;
+}
+
+/// A proxy that stops forwarding bytes mid-stream: the client notices the silence
+/// (no heartbeat for ~2.5 intervals), reconnects from its cursor, and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_noticed_and_recovered_without_loss() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|c| c.heartbeat = HumanDuration(Duration::from_millis(400))).await;
+    let proxy = StallProxy::start(app.addr).await;
+    let b = Browser::start().await;
+    for transport in ["websocket", "sse"] {
+        b.open_tab(&format!(
+            "{}/client-test.html?topics=s&forget=1&transports={transport}",
+            proxy.base()
+        ))
+        .await;
+        let mode = if transport == "websocket" {
+            "live"
+        } else {
+            "degraded"
+        };
+        wait_mode(&b, mode, transport, Duration::from_secs(5)).await;
+        let before = publish_and_see(&app.base, &b, "s", 3).await;
+        let reconnects_before = proxy.connections();
+        proxy.freeze_open_connections();
+        // Published while the page's stream is frozen: must arrive after recovery.
+        let during: Value = app
+            .client
+            .post(app.url("/v1/events"))
+            .json(
+                &(0..5)
+                    .map(|i| json!({"topic":"s","type":"t","data":{"i":i}}))
+                    .collect::<Vec<_>>(),
+            )
+            .send()
+            .await
+            .expect("publish")
+            .json()
+            .await
+            .expect("json");
+        let during: Vec<String> = serde_json::from_value(during["ids"].clone()).expect("ids");
+        let last = during.last().expect("id");
+        let (_, took) = b
+            .wait_for(
+                &format!("window.sy.ids().includes('{last}')"),
+                Duration::from_secs(10),
+                "the client to notice the stall and catch up",
+            )
+            .await;
+        eprintln!(
+            "MEASURED stall on {transport} → recovered: {} ms",
+            took.as_millis()
+        );
+        assert!(
+            proxy.connections() > reconnects_before,
+            "the client opened a new connection"
+        );
+        let ids = page_ids(&b).await;
+        let tail: Vec<String> = ids[ids.len() - 8..].to_vec();
+        let want: Vec<String> = before.iter().chain(during.iter()).cloned().collect();
+        assert_eq!(
+            tail, want,
+            "{transport}: no event lost or doubled across the stall"
+        );
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(
+            unique.len(),
+            ids.len(),
+            "{transport}: duplicates on the page"
+        );
+    }
+    b.quit().await;
+    app.stop().await;
+}
+
+/// With a remembered WebSocket failure the page starts degraded, then probes and moves
+/// up to WebSocket by itself; a publisher running across the switch loses and duplicates
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_a_fallback_the_client_moves_back_up_without_losing_an_event() {
+    let _serial = SERIAL.lock().await;
+    let app = Arc::new(spawn_app(|_| {}).await);
+    let b = Browser::start().await;
+    b.open_tab(&app.url(
+        "/client-test.html?topics=u&forget=1&remember=websocket:1500&failMemoryMs=1500&probeIntervalMs=1000",
+    ))
+    .await;
+    wait_mode(&b, "degraded", "sse", Duration::from_secs(5)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let app = app.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                ids.extend(app.publish_n("u", i..i + 1).await);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await; // publishing rate
+            }
+            ids
+        })
+    };
+    let ms = wait_mode(&b, "live", "websocket", Duration::from_secs(15)).await;
+    eprintln!("MEASURED remembered failure → back up on websocket after {ms} ms");
+    // Keep publishing a little after the switch, then stop.
+    let switched_at = page_ids(&b).await.len();
+    b.wait_for(
+        &format!("window.sy.ids().length > {}", switched_at + 10),
+        Duration::from_secs(10),
+        "events after the switch",
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let published = publisher.await.expect("publisher");
+    let last = published.last().expect("published something");
+    b.wait_for(
+        &format!("window.sy.ids().includes('{last}')"),
+        Duration::from_secs(10),
+        "the last event",
+    )
+    .await;
+    assert_eq!(
+        page_ids(&b).await,
+        published,
+        "every event once, in order, across the switch"
+    );
+    b.quit().await;
+}
+
+/// The server restarts while a page is open: the client is told to reconnect, comes
+/// back after the jittered delay, and — the new server knows nothing of the old log —
+/// is told to reset, then streams again. It never silently misses events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_ends_in_reconnect_and_reset() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let addr = app.addr;
+    let b = Browser::start().await;
+    let ws_tab = b
+        .open_tab(&app.url("/client-test.html?topics=r&forget=1"))
+        .await;
+    wait_mode(&b, "live", "websocket", Duration::from_secs(5)).await;
+    publish_and_see(&app.base, &b, "r", 3).await;
+    let sse_tab = b
+        .open_tab(&app.url("/client-test.html?topics=r&forget=1&transports=sse"))
+        .await;
+    wait_mode(&b, "degraded", "sse", Duration::from_secs(5)).await;
+
+    app.stop().await;
+    let app = spawn_app_at(addr, |_| {}).await;
+    for (tab, mode, transport) in [
+        (&ws_tab, "live", "websocket"),
+        (&sse_tab, "degraded", "sse"),
+    ] {
+        b.switch(tab).await;
+        let (_, took) = b
+            .wait_for(
+                "window.sy.resets.length > 0",
+                Duration::from_secs(15),
+                "the client to reconnect and be told to reset",
+            )
+            .await;
+        eprintln!(
+            "MEASURED restart → reset on {transport}: within {} ms of the new server",
+            took.as_millis()
+        );
+        assert_eq!(b.eval("window.sy.resets[0].reason").await, "unknown_epoch");
+        wait_mode(&b, mode, transport, Duration::from_secs(10)).await;
+    }
+    let ids = app.publish_n("r", 0..2).await;
+    for tab in [&ws_tab, &sse_tab] {
+        b.switch(tab).await;
+        b.wait_for(
+            &format!("window.sy.ids().includes('{}')", ids[1]),
+            Duration::from_secs(10),
+            "events after the restart",
+        )
+        .await;
+        let seen = page_ids(&b).await;
+        assert_eq!(
+            seen[seen.len() - 2..],
+            ids[..],
+            "the new server's events, once each"
+        );
+    }
+    b.quit().await;
+    app.stop().await;
+}
+
+/// The demo CMS in two tabs (two editors): an item added through the API, or typed into
+/// the other page, appears in both within 2 s — once for each forced transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_cms_updates_every_open_tab_within_two_seconds() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let b = Browser::start().await;
+    for transport in ["websocket", "sse", "longpoll"] {
+        let ada = b
+            .open_tab(&app.url(&format!("/?user=ada&transports={transport}")))
+            .await;
+        let ready = format!(
+            "window.demo && window.demo.ready && window.demo.conn.transport === '{transport}'"
+        );
+        b.wait_for(&ready, Duration::from_secs(10), "ada's page to be live")
+            .await;
+        let grace = b
+            .open_tab(&app.url(&format!("/?user=grace&transports={transport}")))
+            .await;
+        b.wait_for(&ready, Duration::from_secs(10), "grace's page to be live")
+            .await;
+        assert_eq!(
+            b.eval("document.querySelector('[data-testid=transport]').textContent")
+                .await,
+            transport
+        );
+
+        // Through the API.
+        let title = format!("From the API over {transport}");
+        let resp: Value = app
+            .client
+            .post(app.url("/demo/api/projects/1/items"))
+            .json(&json!({"title": title, "user": "linus"}))
+            .send()
+            .await
+            .expect("POST item")
+            .json()
+            .await
+            .expect("json");
+        let id = resp["item"]["id"].as_u64().expect("item id");
+        for tab in [&ada, &grace] {
+            b.switch(tab).await;
+            let (_, took) = b
+                .wait_for(
+                    &format!("document.querySelector('[data-testid=\"item-{id}\"]')?.dataset.title === {title:?}"),
+                    Duration::from_secs(2),
+                    "the API's item to appear in the page",
+                )
+                .await;
+            eprintln!(
+                "MEASURED demo {transport}: API item visible after {} ms",
+                took.as_millis()
+            );
+        }
+
+        // Typed into grace's page, seen in ada's.
+        b.switch(&grace).await;
+        let typed = format!("Typed by grace over {transport}");
+        b.eval(&format!(
+            "(() => {{ const i = document.querySelector('[data-testid=\"add-item-1\"]'); i.value = {typed:?}; document.querySelector('[data-testid=\"add-item-btn-1\"]').click(); return true; }})()"
+        ))
+        .await;
+        b.switch(&ada).await;
+        let (_, took) = b
+            .wait_for(
+                &format!("[...document.querySelectorAll('[data-testid^=\"item-\"]')].some(e => e.dataset.title === {typed:?})"),
+                Duration::from_secs(2),
+                "grace's item to appear in ada's page",
+            )
+            .await;
+        eprintln!(
+            "MEASURED demo {transport}: other page's item visible after {} ms",
+            took.as_millis()
+        );
+        // The bell counts what others did.
+        let count = b
+            .eval("document.querySelector('[data-testid=bell-count]').textContent")
+            .await;
+        assert!(
+            count
+                .as_str()
+                .expect("text")
+                .parse::<u32>()
+                .expect("a number")
+                >= 2,
+            "{count}"
+        );
+        for tab in [ada, grace] {
+            b.switch(&tab).await;
+            b.client.close_window().await.expect("close tab");
+        }
+        let handles = b.client.windows().await.expect("windows");
+        b.client
+            .switch_to_window(handles[0].clone())
+            .await
+            .expect("switch");
+    }
+    b.quit().await;
+    app.stop().await;
+}
+
+/// The demo shows the mode: a quiet notice when degraded, a refresh banner when off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_degraded_and_off() {
+    let _serial = SERIAL.lock().await;
+    let app =
+        spawn_app(|c| c.transports = Transports(vec![Transport::Sse, Transport::LongPoll])).await;
+    let b = Browser::start().await;
+    b.open_tab(&app.url("/?user=ada")).await;
+    b.wait_for(
+        "window.demo && window.demo.ready && !document.querySelector('[data-testid=notice-degraded]').hidden",
+        Duration::from_secs(10),
+        "the degraded notice",
+    )
+    .await;
+    assert_eq!(
+        b.eval("document.querySelector('[data-testid=mode]').textContent")
+            .await,
+        "degraded"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('[data-testid=transport]').textContent")
+            .await,
+        "sse"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('[data-testid=banner-off]').hidden")
+            .await,
+        true
+    );
+    app.stop().await;
+
+    let app = spawn_app(|c| c.transports = Transports(vec![])).await;
+    b.open_tab(&app.url("/?user=ada")).await;
+    b.wait_for(
+        "window.demo && window.demo.ready && !document.querySelector('[data-testid=banner-off]').hidden",
+        Duration::from_secs(10),
+        "the refresh banner",
+    )
+    .await;
+    let text = b
+        .eval("document.querySelector('[data-testid=banner-off]').textContent")
+        .await;
+    assert!(text.as_str().expect("text").contains("refresh"), "{text}");
+    b.quit().await;
+    app.stop().await;
+}
