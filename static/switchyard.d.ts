@@ -1,0 +1,123 @@
+// Type declarations for the switchyard browser client (`/switchyard.js`).
+
+/** The three transports, as the server names them. */
+export type TransportName = 'websocket' | 'sse' | 'longpoll';
+
+/** Transport names, in the default order (the server's negotiate order wins). */
+export const TRANSPORTS: readonly TransportName[];
+
+/** Prefix of the localStorage keys that remember a failed transport. */
+export const FAILURE_KEY_PREFIX: 'switchyard:failed:';
+
+/**
+ * What the client currently has:
+ * - `live`: WebSocket;
+ * - `degraded`: SSE or long-poll — still live, but through a fallback;
+ * - `reconnecting`: no stream at the moment, working on it;
+ * - `off`: every transport is switched off by the operator (or none of those the app
+ *   allows is on): the page must tell the user to refresh by hand. The client asks
+ *   negotiate again now and then (`offRetryMs`) and connects by itself if one comes back.
+ */
+export type Mode = 'live' | 'degraded' | 'reconnecting' | 'off';
+
+/** A cause, as reported to `POST /v1/reports`. */
+export type FallbackReason =
+  | 'upgrade_failed'
+  | 'no_ready'
+  | 'stalled'
+  | 'http_status'
+  | 'network_error'
+  | 'closed'
+  | 'disabled'
+  | 'probe_failed';
+
+/** One event, identical on every transport (SPEC §2). */
+export interface Envelope<T = unknown> {
+  /** The event's cursor, `<epoch>-<seq>`; treat it as opaque. */
+  id: string;
+  topic: string;
+  type: string;
+  data: T;
+  /** The server's receive time, RFC 3339, UTC, milliseconds. */
+  ts: string;
+}
+
+/** Payload of the `mode` event. */
+export interface ModeChange {
+  mode: Mode;
+  /** The transport in use (`live`, `degraded`), else null. */
+  transport: TransportName | null;
+  /**
+   * Why: null when `live`. When `degraded`: a {@link FallbackReason} of the fallback
+   * that led here, or `remembered` (a better transport failed recently and is skipped),
+   * `disabled` (the operator switched WebSocket off), `forced` (the app's `transports`
+   * option excludes WebSocket), `preference` (the operator lists another transport
+   * first). When `reconnecting`: `connecting` at start, a {@link FallbackReason}, or the
+   * server's reconnect reason (e.g. `shutdown`). When `off`: `disabled`.
+   */
+  reason: FallbackReason | 'remembered' | 'forced' | 'preference' | 'connecting' | (string & {}) | null;
+}
+
+/** Payload of the `reset` event: events may be missing, refetch the app's state. */
+export interface ResetInfo {
+  /** `unknown_epoch` (server restarted), `cursor_expired`, `cursor_ahead`, … */
+  reason: string;
+  /** Where the stream continues (the client has already adopted it). */
+  cursor: string;
+}
+
+export interface ConnectOptions {
+  /** Topics to follow: an array or a comma-separated string. At least one. */
+  topics: string[] | string;
+  /** API base, resolved against `location`. Default `/v1`. */
+  url?: string;
+  /** Resume after this cursor (an event `id` saved earlier). Default: from now. */
+  cursor?: string | null;
+  /**
+   * Narrows the transports the server offers (its order is kept), e.g. `['longpoll']`
+   * for debugging. An array or a comma-separated string.
+   */
+  transports?: TransportName[] | string;
+  /** A transport must deliver `ready` within this. Default 4000. */
+  readyTimeoutMs?: number;
+  /** Silence longer than this many heartbeats is a dead stream. Default 2.5. */
+  stallFactor?: number;
+  /** First reconnect delay (full jitter: a random delay up to it). Default 500. */
+  backoffBaseMs?: number;
+  /** Cap of the exponential back-off. Default 30000. */
+  backoffMaxMs?: number;
+  /** How long a failed transport is remembered (and skipped) in localStorage. Default 600000. */
+  failMemoryMs?: number;
+  /** From a fallback, how often (±25 %) to probe the better transport. Default 60000. */
+  probeIntervalMs?: number;
+  /** With every transport off, how often (±25 %) to ask negotiate again. Default 60000. */
+  offRetryMs?: number;
+  /** A long-poll that has not answered after poll_timeout_ms + this is a stall. Default 5000. */
+  pollSlackMs?: number;
+  /** Where failures are remembered. Default `localStorage`; null disables the memory. */
+  storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
+  /** Set false to not POST fallback reports. Default true. */
+  reports?: boolean;
+}
+
+export interface ConnectionEvents {
+  event: Envelope;
+  mode: ModeChange;
+  reset: ResetInfo;
+}
+
+export interface Connection {
+  /** Adds a listener; returns a function that removes it again. */
+  on<K extends keyof ConnectionEvents>(name: K, fn: (payload: ConnectionEvents[K]) => void): () => void;
+  /** The transport in use, or null while reconnecting or off. */
+  readonly transport: TransportName | null;
+  /** The current mode (`reconnecting` until the first transport is ready; `off` after close()). */
+  readonly mode: Mode;
+  /** The cursor the next reconnect resumes after (last event id or reset cursor), or null. */
+  readonly cursor: string | null;
+  /** Stops everything: sockets, polls, timers and page listeners. Final. */
+  close(): void;
+}
+
+/** Opens a connection; it starts on the next microtask, so add listeners right away. */
+export function connect(options: ConnectOptions): Connection;
