@@ -126,7 +126,7 @@ class Connection {
     this._pollTimeoutMs = 25000;
     /** @type {Link|null} the transport in use (or being tried, while `ready` is false) */
     this._active = null;
-    /** @type {Link|null} a probe of a better transport, or an SSE re-open ("refresh") */
+    /** @type {Link|null} a probe of a better transport */
     this._pending = null;
     this._roundList = null; // transports still to try in this round
     this._attempt = 0; // back-off exponent
@@ -403,7 +403,7 @@ class Connection {
     if (!this._cursor && info && typeof info.cursor === 'string') this._setCursor(info.cursor);
     this._forget(link.name);
     if (link === this._pending) {
-      // A probe or an SSE re-open is ready: it replays from the cursor it was opened
+      // A probe is ready: it replays from the cursor it was opened
       // with, the old link delivered up to now, duplicates are dropped by cursor. Switch.
       const old = this._active;
       this._active = link;
@@ -419,12 +419,6 @@ class Connection {
   _linkFailed(link, reason) {
     if (link === this._pending) {
       this._pending = null;
-      if (link.role === 'refresh') {
-        // The silent SSE stream could not be re-opened in time: held back by a proxy.
-        if (reason === 'no_ready') this._fallbackFrom(this._active, 'stalled');
-        else if (this._active) this._lost(this._active, reason);
-        return;
-      }
       this._remember(link.name, 'probe_failed');
       this._report(link.name, this._active ? this._active.name : 'none', 'probe_failed');
       this._scheduleProbe();
@@ -524,20 +518,10 @@ class Connection {
       this._timer('watchdog', limit - silent + 20, () => this._arm());
       return;
     }
-    if (link.name === 'websocket') {
-      link.fail('stalled');
-      return;
-    }
-    // SSE: the server's heartbeat is a comment line (`: heartbeat`), which EventSource
-    // reads but never dispatches, so an idle SSE stream looks exactly like a stalled one.
-    // Choice: silence is measured from the last message or control event, and on expiry
-    // the stream is re-opened from the cursor ("refresh", make before break) instead of
-    // being declared dead. A refresh that gets `ready` proves the path works and simply
-    // replaces the old stream (replayed events are dropped as duplicates); a refresh that
-    // gets no `ready` in time means a proxy is holding the stream back: that is the stall,
-    // and the client falls back. Cost on an idle topic: one re-open per 2.5 heartbeats.
-    if (!this._pending) this._pending = this._makeLink('sse', 'refresh');
-    this._timer('watchdog', this._o.readyTimeoutMs + 50, () => this._arm());
+    // WebSocket and SSE alike: the server sends a heartbeat the page can see (WS
+    // `{"op":"heartbeat"}`, SSE a named `heartbeat` event), so silence means the bytes
+    // stopped somewhere on the way.
+    link.fail('stalled');
   }
 
   /** From a fallback, now and then try the better transport. */
@@ -662,7 +646,7 @@ class Link {
   constructor(conn, name, role) {
     this.conn = conn;
     this.name = name;
-    /** 'attempt' (part of a round), 'probe' (a better transport), 'refresh' (SSE re-open) */
+    /** 'attempt' (part of a round) or 'probe' (a better transport) */
     this.role = role;
     this.ready = false;
     this.readyAt = 0;
@@ -815,6 +799,9 @@ class SseLink extends Link {
         this.touch();
         this.conn._linkEvent(this, parseJson(e.data));
       };
+      // The server's heartbeat: a comment line for curl plus this named event, which is
+      // what EventSource lets a page see.
+      es.addEventListener('heartbeat', () => this.touch());
       es.addEventListener('reset', (e) => {
         this.touch();
         this.conn._linkReset(this, parseJson(e.data));

@@ -235,8 +235,8 @@ async fn a_stalled_stream_is_noticed_and_recovered_without_loss() {
         };
         wait_mode(&b, mode, transport, Duration::from_secs(5)).await;
         let before = publish_and_see(&app.base, &b, "s", 3).await;
-        let reconnects_before = proxy.connections();
-        proxy.freeze_open_connections();
+        let streams_before = proxy.stream_requests();
+        proxy.freeze_open_streams();
         // Published while the page's stream is frozen: must arrive after recovery.
         let during: Value = app
             .client
@@ -266,8 +266,8 @@ async fn a_stalled_stream_is_noticed_and_recovered_without_loss() {
             took.as_millis()
         );
         assert!(
-            proxy.connections() > reconnects_before,
-            "the client opened a new connection"
+            proxy.stream_requests() > streams_before,
+            "the client opened a new stream"
         );
         let ids = page_ids(&b).await;
         let tail: Vec<String> = ids[ids.len() - 8..].to_vec();

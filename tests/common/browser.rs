@@ -27,7 +27,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(what: &str) -> TempDir {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("switchyard-{what}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-{what}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
@@ -93,7 +94,12 @@ impl Browser {
                 ],
             },
         });
-        let caps = caps.as_object().expect("object").clone().into_iter().collect();
+        let caps = caps
+            .as_object()
+            .expect("object")
+            .clone()
+            .into_iter()
+            .collect();
         let client = within(
             Duration::from_secs(30),
             "Chromium to start under chromedriver",
@@ -103,6 +109,14 @@ impl Browser {
         )
         .await
         .expect("WebDriver session");
+        client
+            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                Some(Duration::from_secs(30)),
+                Some(Duration::from_secs(30)),
+                None,
+            ))
+            .await
+            .expect("set WebDriver timeouts");
         Browser {
             client,
             _driver: driver,
@@ -113,7 +127,10 @@ impl Browser {
     /// Opens `url` in a new tab and returns its handle (the tab becomes current).
     pub async fn open_tab(&self, url: &str) -> fantoccini::wd::WindowHandle {
         let handle = self.client.new_window(true).await.expect("new tab").handle;
-        self.client.switch_to_window(handle.clone()).await.expect("switch");
+        self.client
+            .switch_to_window(handle.clone())
+            .await
+            .expect("switch");
         self.client.goto(url).await.expect("goto");
         handle
     }
@@ -138,9 +155,8 @@ impl Browser {
         let start = Instant::now();
         loop {
             let v = self.eval(expr).await;
-            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-                && v != json!(0)
-                && v != json!("");
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return (v, start.elapsed());
             }
@@ -216,35 +232,70 @@ impl Nginx {
     }
 }
 
-/// A TCP proxy that can freeze the connections open at a given moment: they stay open
-/// but no further byte from the server gets through (a proxy stalled mid-stream). New
-/// connections pass normally.
+/// A TCP proxy that can freeze the event streams open at a given moment (WebSocket and
+/// SSE requests): they stay open but no further byte from the server gets through, as
+/// with a proxy stalled mid-stream. Other connections (idle keep-alive ones the browser
+/// may reuse) and later streams pass normally.
 pub struct StallProxy {
     pub port: u16,
-    /// Connections numbered below this are frozen.
-    frozen_below: Arc<AtomicU64>,
-    next: Arc<AtomicU64>,
+    conns: Arc<std::sync::Mutex<Vec<std::sync::Weak<ProxiedConn>>>>,
+    accepted: Arc<AtomicU64>,
+    streams: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxiedConn {
+    /// The last request on this connection was a WebSocket or SSE request.
+    stream: std::sync::atomic::AtomicBool,
+    /// Swallow everything the server sends from now on.
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 impl StallProxy {
     pub async fn start(upstream: std::net::SocketAddr) -> StallProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let frozen_below = Arc::new(AtomicU64::new(0));
-        let f = frozen_below.clone();
-        let next = Arc::new(AtomicU64::new(0));
-        let counter = next.clone();
+        let conns: Arc<std::sync::Mutex<Vec<std::sync::Weak<ProxiedConn>>>> = Arc::default();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let streams = Arc::new(AtomicU64::new(0));
+        let (registry, counter, stream_counter) =
+            (conns.clone(), accepted.clone(), streams.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let f = f.clone();
-                let id = counter.fetch_add(1, Ordering::SeqCst);
+                counter.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::new(ProxiedConn::default());
+                registry
+                    .lock()
+                    .expect("registry")
+                    .push(Arc::downgrade(&state));
+                let stream_counter = stream_counter.clone();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
+                    let up_state = state.clone();
                     let up = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if buf[..n].starts_with(b"GET ") {
+                                let stream = buf[..n].starts_with(b"GET /v1/ws")
+                                    || buf[..n].starts_with(b"GET /v1/sse");
+                                up_state.stream.store(stream, Ordering::SeqCst);
+                                if stream {
+                                    stream_counter.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
                     });
                     let mut buf = vec![0u8; 16 * 1024];
                     loop {
@@ -252,7 +303,7 @@ impl StallProxy {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        if id < f.load(Ordering::SeqCst) {
+                        if state.frozen.load(Ordering::SeqCst) {
                             // Frozen: the bytes are never delivered.
                             continue;
                         }
@@ -266,21 +317,32 @@ impl StallProxy {
         });
         StallProxy {
             port,
-            frozen_below,
+            conns,
+            accepted,
+            streams,
             task,
-            next,
         }
     }
 
-    /// Freezes every connection open now; later ones pass.
-    pub fn freeze_open_connections(&self) {
-        self.frozen_below
-            .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+    /// Freezes every event stream open now; later ones pass.
+    pub fn freeze_open_streams(&self) {
+        for conn in self.conns.lock().expect("registry").iter() {
+            if let Some(c) = conn.upgrade()
+                && c.stream.load(Ordering::SeqCst)
+            {
+                c.frozen.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// WebSocket and SSE requests seen so far.
+    pub fn stream_requests(&self) -> u64 {
+        self.streams.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
-        self.next.load(Ordering::SeqCst)
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn base(&self) -> String {
