@@ -871,13 +871,14 @@ class PollLink extends Link {
   answer(a) {
     this.touch();
     if (!this.ready) this.markReady({ cursor: a.cursor });
-    // Events first, then a reset (the server puts a reset after the events it belongs after).
+    // A reset comes before every event of the same answer (the server cuts an answer
+    // short rather than put events before a reset).
+    if (a.reset) this.conn._linkReset(this, a.reset);
     for (const env of Array.isArray(a.events) ? a.events : []) {
       if (this.closed) return;
       this.conn._linkEvent(this, env);
     }
     if (this.closed) return;
-    if (a.reset) this.conn._linkReset(this, a.reset);
     this.conn._adoptCursor(a.cursor);
     if (a.reconnect) {
       this.conn._linkReconnect(this, a.reconnect);

@@ -62,10 +62,15 @@ fn wait_time(raw: Option<&str>, cap: Duration) -> Result<Duration, ApiError> {
     Ok(Duration::from_secs(secs).min(cap))
 }
 
+/// One answer. A reset, when there is one, comes before every event in it: a reset that
+/// turns up after some events ends the answer just before it (its cursor is the last
+/// event's), and the next poll, from that cursor, gets the reset first.
 #[derive(Default)]
 struct Answer {
     events: Vec<Arc<Event>>,
     reset: Option<Reset>,
+    /// Set when the answer was cut before a reset.
+    cut: bool,
 }
 
 impl Answer {
@@ -73,28 +78,27 @@ impl Answer {
         self.events.is_empty() && self.reset.is_none()
     }
 
-    /// Adds one item. Returns false once the answer must end (a reset after events: the
-    /// client handles those events, then the reset).
+    /// Adds one item. Returns false once the answer must end (a reset after events).
     fn push(&mut self, item: Item) -> bool {
         match item {
             Item::Event(e) => {
                 self.events.push(e);
                 true
             }
-            Item::Reset(r) => {
-                let first = self.events.is_empty();
+            Item::Reset(r) if self.events.is_empty() => {
                 self.reset = Some(r);
-                first
+                true
+            }
+            Item::Reset(_) => {
+                self.cut = true;
+                false
             }
         }
     }
 
     /// Takes whatever is ready now, up to `batch` events.
     fn collect(&mut self, sub: &mut Subscription, batch: usize) {
-        if self.reset.is_some() && !self.events.is_empty() {
-            return;
-        }
-        while self.events.len() < batch {
+        while !self.cut && self.events.len() < batch {
             match sub.try_next() {
                 Some(item) => {
                     if !self.push(item) {
@@ -117,7 +121,11 @@ impl Answer {
             body.put_slice(&event.json);
         }
         body.put_slice(b"],\"cursor\":");
-        body.put_slice(to_json(&sub.cursor()).as_bytes());
+        let cursor = match self.events.last() {
+            Some(last) if self.cut => last.id.to_string(),
+            _ => sub.cursor(),
+        };
+        body.put_slice(to_json(&cursor).as_bytes());
         if let Some(reset) = &self.reset {
             body.put_slice(b",\"reset\":");
             body.put_slice(to_json(reset).as_bytes());
@@ -138,5 +146,61 @@ impl Answer {
             body.freeze(),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{NewEvent, TopicSet};
+    use crate::hub::{Hub, HubConfig, ResetReason};
+
+    fn body(answer: Answer, sub: &Subscription) -> serde_json::Value {
+        let response = answer.into_response(sub, None);
+        let bytes = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
+            response.into_body(),
+            usize::MAX,
+        ))
+        .expect("body ready")
+        .expect("body");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    fn reset() -> Item {
+        Item::Reset(Reset {
+            reason: ResetReason::CursorExpired,
+            cursor: "x-99".into(),
+        })
+    }
+
+    /// A reset never follows events inside one answer: the answer ends before it, with
+    /// the last event's cursor, so the next poll gets the reset first.
+    #[test]
+    fn a_reset_after_events_cuts_the_answer_before_it() {
+        let hub = Hub::new(HubConfig::default());
+        let events = hub.publish(
+            (0..3)
+                .map(|i| NewEvent::new("t", "x", serde_json::json!(i)).expect("event"))
+                .collect(),
+        );
+        let sub = hub.subscribe(TopicSet::parse_list("t").expect("topics"), None);
+        let mut answer = Answer::default();
+        assert!(answer.push(Item::Event(events[0].clone())));
+        assert!(answer.push(Item::Event(events[1].clone())));
+        assert!(
+            !answer.push(reset()),
+            "a reset after events ends the answer"
+        );
+        let v = body(answer, &sub);
+        assert_eq!(v["events"].as_array().expect("events").len(), 2);
+        assert_eq!(v["cursor"], *events[1].id);
+        assert!(v.get("reset").is_none());
+
+        let mut answer = Answer::default();
+        assert!(answer.push(reset()), "a reset first is kept");
+        assert!(answer.push(Item::Event(events[2].clone())));
+        let v = body(answer, &sub);
+        assert_eq!(v["reset"]["reason"], "cursor_expired");
+        assert_eq!(v["events"].as_array().expect("events").len(), 1);
     }
 }
