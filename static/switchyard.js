@@ -53,6 +53,8 @@ const STABLE_MS = 10000;
 const HIDDEN_RELAX = 4;
 /** Two quick drops or stalls of one transport in a row make it a failed transport. */
 const STRIKES_TO_FALL_BACK = 2;
+/** After a wake-up, an open WebSocket must answer a ping within this, or it is dead. */
+const WAKE_PONG_MS = 3000;
 /** Envelope ids remembered for duplicate detection (a small ring). */
 const SEEN_IDS = 512;
 
@@ -767,11 +769,18 @@ class WsLink extends Link {
       this.fail('closed');
       return;
     }
+    const asked = now();
     try {
       this.ws.send('{"op":"ping"}');
     } catch {
       this.fail('closed');
+      return;
     }
+    // A socket that a sleeping laptop or a changed network left half-dead stays OPEN
+    // without a word: no answer to the ping soon means it is gone.
+    this.timer(WAKE_PONG_MS, () => {
+      if (this.last < asked) this.fail('stalled');
+    });
   }
 
   shutdown() {

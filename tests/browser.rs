@@ -550,3 +550,67 @@ async fn the_demo_shows_degraded_and_off() {
     b.quit().await;
     app.stop().await;
 }
+
+/// A page that wakes up (`online`, `visibilitychange`, `pageshow`) checks its stream at
+/// once instead of waiting for the stall timers: a long-poll whose answer a proxy swallows
+/// (detected by itself only after the 25 s poll time-out plus slack) and a silently dead
+/// WebSocket (15 s heartbeats: ~37 s) both catch up within a few seconds of the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waking_up_catches_up_at_once() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let proxy = StallProxy::start(app.addr).await;
+    let b = Browser::start().await;
+    for (transport, mode, wake) in [
+        (
+            "longpoll",
+            "degraded",
+            "window.dispatchEvent(new Event('online'))",
+        ),
+        (
+            "longpoll",
+            "degraded",
+            "document.dispatchEvent(new Event('visibilitychange'))",
+        ),
+        (
+            "longpoll",
+            "degraded",
+            "window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))",
+        ),
+        (
+            "websocket",
+            "live",
+            "window.dispatchEvent(new Event('online'))",
+        ),
+    ] {
+        b.open_tab(&format!(
+            "{}/client-test.html?topics=w&forget=1&transports={transport}",
+            proxy.base()
+        ))
+        .await;
+        wait_mode(&b, mode, transport, Duration::from_secs(5)).await;
+        publish_and_see(&app.base, &b, "w", 2).await;
+        proxy.freeze_open_streams();
+        let ids = app.publish_n("w", 0..3).await;
+        b.eval(wake).await;
+        let (_, took) = b
+            .wait_for(
+                &format!("window.sy.ids().includes('{}')", ids[2]),
+                Duration::from_secs(6),
+                "the woken page to catch up",
+            )
+            .await;
+        eprintln!(
+            "MEASURED wake ({wake}) on {transport} → caught up in {} ms",
+            took.as_millis()
+        );
+        let seen = page_ids(&b).await;
+        assert_eq!(
+            seen[seen.len() - 3..],
+            ids[..],
+            "{transport}: in order, once"
+        );
+    }
+    b.quit().await;
+    app.stop().await;
+}

@@ -232,8 +232,8 @@ impl Nginx {
     }
 }
 
-/// A TCP proxy that can freeze the event streams open at a given moment (WebSocket and
-/// SSE requests): they stay open but no further byte from the server gets through, as
+/// A TCP proxy that can freeze the event streams open at a given moment (WebSocket,
+/// SSE and long-poll requests): they stay open but no further byte from the server gets through, as
 /// with a proxy stalled mid-stream. Other connections (idle keep-alive ones the browser
 /// may reuse) and later streams pass normally.
 pub struct StallProxy {
@@ -286,7 +286,8 @@ impl StallProxy {
                             };
                             if buf[..n].starts_with(b"GET ") {
                                 let stream = buf[..n].starts_with(b"GET /v1/ws")
-                                    || buf[..n].starts_with(b"GET /v1/sse");
+                                    || buf[..n].starts_with(b"GET /v1/sse")
+                                    || buf[..n].starts_with(b"GET /v1/poll");
                                 up_state.stream.store(stream, Ordering::SeqCst);
                                 if stream {
                                     stream_counter.fetch_add(1, Ordering::SeqCst);
