@@ -172,7 +172,8 @@ impl Browser {
     }
 }
 
-/// nginx in the foreground with its own prefix, on a free loopback port.
+/// nginx in the foreground with its own prefix, on a free loopback port. One process
+/// (`master_process off`), so killing it on drop leaves no orphaned worker behind.
 pub struct Nginx {
     pub port: u16,
     _child: Child,
@@ -190,7 +191,7 @@ impl Nginx {
             .replace("{{PORT}}", &port.to_string())
             .replace("{{UPSTREAM}}", upstream);
         let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
