@@ -55,6 +55,11 @@ use crate::metrics::Metrics;
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
 /// and for connections to close, before it returns anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Largest HTTP/1 read buffer per connection (hyper's minimum is 8 KiB). Requests here
+/// are small; publish bodies stream through it.
+const HTTP_MAX_BUF: usize = 16 * 1024;
 /// Longest a non-streaming API request may take.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -234,13 +239,46 @@ pub async fn run(
         token.cancel();
     });
 
-    let server = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(state.shutdown.clone().cancelled_owned());
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-    tokio::select! {
-        result = &mut server => return result,
-        () = state.shutdown.cancelled() => {}
+    let router = app(state.clone());
+    // HTTP/1 only, served by hyper directly rather than axum::serve: its
+    // HTTP/1-or-2 auto-detection costs ~50 kB per idle connection, which matters for a
+    // server that holds tens of thousands of streams. Connections are tracked so the
+    // drain can wait for them.
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: say so, back off, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = state.shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(HTTP_MAX_BUF)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let shutdown = state.shutdown.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    // Finish the response in flight (a stream ends after `reconnect`),
+                    // then close.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
     }
+    drop(listener);
     tracing::info!(
         open = state
             .open_streams
@@ -248,27 +286,22 @@ pub async fn run(
         "draining"
     );
     state.tasks.close();
+    connections.close();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        let result = server.await;
+        connections.wait().await;
         state.tasks.wait().await;
-        result
     })
     .await;
     match drained {
-        Ok(result) => {
-            tracing::info!("drained; bye");
-            result
-        }
-        Err(_) => {
-            tracing::warn!(
-                open = state
-                    .open_streams
-                    .load(std::sync::atomic::Ordering::Acquire),
-                "drain time ({DRAIN_TIMEOUT:?}) ran out; closing the remaining connections"
-            );
-            Ok(())
-        }
+        Ok(()) => tracing::info!("drained; bye"),
+        Err(_) => tracing::warn!(
+            open = state
+                .open_streams
+                .load(std::sync::atomic::Ordering::Acquire),
+            "drain time ({DRAIN_TIMEOUT:?}) ran out; closing the remaining connections"
+        ),
     }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
