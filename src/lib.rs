@@ -51,6 +51,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::{AllowedOrigins, Config};
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::Metrics;
+use crate::transport::Transport;
 
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
 /// and for connections to close, before it returns anyway.
@@ -137,9 +138,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     // Streams: no timeout and no body limit layers (they would cut or buffer them).
     let streams = Router::new()
         .route("/v1/stream", get(transport::stream))
-        .route("/v1/ws", get(transport::ws_only))
-        .route("/v1/sse", get(transport::sse_only))
-        .route("/v1/poll", get(transport::poll_only));
+        .route(Transport::WebSocket.path(), get(transport::dedicated))
+        .route(Transport::Sse.path(), get(transport::dedicated))
+        .route(Transport::LongPoll.path(), get(transport::dedicated));
 
     let static_dir = resolve_static_dir(&state.config.static_dir);
     let mut files = Router::new().fallback_service(ServeDir::new(&static_dir));

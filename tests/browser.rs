@@ -107,44 +107,62 @@ async fn degraded_over_sse_when_websocket_is_off_and_off_when_everything_is() {
     app.stop().await;
 }
 
-/// Behind an nginx that does not forward `Upgrade`, the client falls back to SSE within
-/// 5 s, reports why, and events flow.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn behind_a_proxy_that_strips_upgrade_the_client_falls_back_to_sse() {
-    let _serial = SERIAL.lock().await;
+/// Opens the client page behind nginx configured with `conf` and waits until the client
+/// has fallen back to `transport` within `limit`. Returns the milliseconds it took (the
+/// page's clock), with everything still running.
+async fn fall_back_behind_nginx(
+    conf: &str,
+    transport: &str,
+    limit: Duration,
+) -> (TestApp, Nginx, Browser, u64) {
     let app = spawn_app(|_| {}).await;
-    let nginx = Nginx::start(
-        include_str!("fixtures/nginx-no-upgrade.conf"),
-        &app.addr.to_string(),
-    )
-    .await;
+    let nginx = Nginx::start(conf, &app.addr.to_string()).await;
     let b = Browser::start().await;
     b.open_tab(&format!(
         "{}/client-test.html?topics=a&forget=1",
         nginx.base()
     ))
     .await;
-    let ms = wait_mode(&b, "degraded", "sse", Duration::from_secs(5)).await;
-    eprintln!("MEASURED upgrade stripped → sse: {ms} ms");
+    let ms = wait_mode(&b, "degraded", transport, limit).await;
     publish_and_see(&app.base, &b, "a", 10).await;
+    (app, nginx, b, ms)
+}
+
+/// Waits until the server has counted a client's fallback report for `reason`.
+async fn wait_reported(app: &TestApp, reason: &str) -> Value {
     within(
         Duration::from_secs(5),
         "the fallback report to be counted",
         async {
             loop {
                 let s = app.status().await;
-                if status_counter(&s, &["counters", "fallbacks", "upgrade_failed"]) >= 1 {
-                    assert!(
-                        status_counter(&s, &["counters", "upgrade_stripped"]) >= 1,
-                        "{s}"
-                    );
-                    break;
+                if status_counter(&s, &["counters", "fallbacks", reason]) >= 1 {
+                    return s;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
             }
         },
     )
+    .await
+}
+
+/// Behind an nginx that does not forward `Upgrade`, the client falls back to SSE within
+/// 5 s, reports why, and events flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_strips_upgrade_the_client_falls_back_to_sse() {
+    let _serial = SERIAL.lock().await;
+    let (app, _nginx, b, ms) = fall_back_behind_nginx(
+        include_str!("fixtures/nginx-no-upgrade.conf"),
+        "sse",
+        Duration::from_secs(5),
+    )
     .await;
+    eprintln!("MEASURED upgrade stripped → sse: {ms} ms");
+    let s = wait_reported(&app, "upgrade_failed").await;
+    assert!(
+        status_counter(&s, &["counters", "upgrade_stripped"]) >= 1,
+        "{s}"
+    );
     b.quit().await;
     app.stop().await;
 }
@@ -155,26 +173,14 @@ async fn behind_a_proxy_that_strips_upgrade_the_client_falls_back_to_sse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_buffering_proxy_the_client_ends_on_long_poll() {
     let _serial = SERIAL.lock().await;
-    let app = spawn_app(|_| {}).await;
-    let nginx = Nginx::start(
+    let (app, _nginx, b, ms) = fall_back_behind_nginx(
         include_str!("fixtures/nginx-buffering.conf"),
-        &app.addr.to_string(),
+        "longpoll",
+        Duration::from_secs(10),
     )
     .await;
-    let b = Browser::start().await;
-    b.open_tab(&format!(
-        "{}/client-test.html?topics=a&forget=1",
-        nginx.base()
-    ))
-    .await;
-    let ms = wait_mode(&b, "degraded", "longpoll", Duration::from_secs(10)).await;
     eprintln!("MEASURED upgrade stripped + SSE buffered → longpoll: {ms} ms");
-    publish_and_see(&app.base, &b, "a", 10).await;
-    let s = app.status().await;
-    assert!(
-        status_counter(&s, &["counters", "fallbacks", "no_ready"]) >= 1,
-        "{s}"
-    );
+    wait_reported(&app, "no_ready").await;
     b.quit().await;
     app.stop().await;
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State};
+use axum::extract::{MatchedPath, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
@@ -394,37 +394,25 @@ pub(crate) async fn stream(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET /v1/ws`: WebSocket only.
-pub(crate) async fn ws_only(
+/// `GET /v1/ws`, `/v1/sse`, `/v1/poll`: one transport each, named by the path.
+pub(crate) async fn dedicated(
     State(state): State<Arc<AppState>>,
+    path: MatchedPath,
     headers: HeaderMap,
     upgrade: WsUpgrade,
     query: QueryResult,
 ) -> Response {
-    dedicated(state, Transport::WebSocket, headers, upgrade, query).await
+    let Some(transport) = Transport::ALL
+        .into_iter()
+        .find(|t| t.path() == path.as_str())
+    else {
+        return ApiError::Internal(format!("no transport serves {}", path.as_str()))
+            .into_response();
+    };
+    serve_one(state, transport, headers, upgrade, query).await
 }
 
-/// `GET /v1/sse`: Server-Sent Events only.
-pub(crate) async fn sse_only(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    upgrade: WsUpgrade,
-    query: QueryResult,
-) -> Response {
-    dedicated(state, Transport::Sse, headers, upgrade, query).await
-}
-
-/// `GET /v1/poll`: long polling only.
-pub(crate) async fn poll_only(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    upgrade: WsUpgrade,
-    query: QueryResult,
-) -> Response {
-    dedicated(state, Transport::LongPoll, headers, upgrade, query).await
-}
-
-async fn dedicated(
+async fn serve_one(
     state: Arc<AppState>,
     transport: Transport,
     headers: HeaderMap,
