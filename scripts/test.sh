@@ -25,5 +25,5 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
 
-echo "==> cargo test"
-cargo test --all-targets "$@"
+echo "==> cargo test --workspace (switchyard and the switchyard-bench load generator)"
+cargo test --workspace --all-targets "$@"
