@@ -247,7 +247,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
     let mut pub_result = publish::PubResult::default();
     if args.events > 0 && !timed_out {
         let published = Arc::new(AtomicU64::new(0));
-        let publisher = tokio::spawn(publish::publish(
+        let publisher = publish::spawn_thread(
             publish::PubConfig {
                 target: pub_target,
                 flavor: args.server,
@@ -260,7 +260,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
                 deadline,
             },
             published.clone(),
-        ));
+        )?;
         let mut publisher = Some(publisher);
         let settle = Duration::from_secs(args.settle.max(1));
         let mut last_unique = 0;
@@ -273,8 +273,8 @@ pub async fn run(args: Args) -> Result<Report, Error> {
                 && let Some(p) = publisher.take()
             {
                 pub_result = p
-                    .await
-                    .map_err(|e| Error::new(format!("publisher task: {e}")))?;
+                    .join()
+                    .map_err(|_| Error::new("the publisher thread panicked"))?;
             }
             let s = pool.snapshot();
             if s.unique != last_unique {
@@ -299,10 +299,8 @@ pub async fn run(args: Args) -> Result<Report, Error> {
                 }
             }
             if Instant::now() >= deadline {
+                // The publisher stops by itself at the deadline (it has it too).
                 timed_out = true;
-                if let Some(p) = publisher.take() {
-                    p.abort();
-                }
                 break;
             }
         }

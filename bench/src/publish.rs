@@ -58,6 +58,25 @@ pub struct PubResult {
     pub errors: Vec<String>,
 }
 
+/// Longest one publish request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs [`publish`] on a thread of its own with its own single-thread runtime, so that
+/// the publisher is not queued behind thousands of busy subscriber tasks: the publish
+/// rate then shows how fast the server accepts, not how busy the generator is.
+pub fn spawn_thread(
+    cfg: PubConfig,
+    progress: Arc<AtomicU64>,
+) -> Result<std::thread::JoinHandle<PubResult>, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || runtime.block_on(publish(cfg, progress)))
+        .map_err(|e| Error::new(format!("cannot start the publisher thread: {e}")))
+}
+
 /// Publishes `cfg.events` events; `progress` counts the accepted ones as they go.
 pub async fn publish(cfg: PubConfig, progress: Arc<AtomicU64>) -> PubResult {
     let mut out = PubResult::default();
@@ -88,7 +107,10 @@ pub async fn publish(cfg: PubConfig, progress: Arc<AtomicU64>) -> PubResult {
         }
         let req = request(&cfg, next, count, t);
         out.requests += 1;
-        match send(&cfg.target, &mut conn, req).await {
+        let sent = tokio::time::timeout(REQUEST_TIMEOUT, send(&cfg.target, &mut conn, req))
+            .await
+            .unwrap_or_else(|_| Err(Error::new("no answer within 30 s")));
+        match sent {
             Ok(()) => {
                 out.accepted += count;
                 progress.fetch_add(count, Ordering::Relaxed);

@@ -6,8 +6,8 @@
 //! HTTP connection, since its first request waits for the first message).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -242,8 +242,10 @@ impl SseBlocks {
 }
 
 fn split_blocks(data: &[u8], each: &mut impl FnMut(&[u8])) -> usize {
+    static FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\n\n"));
     let mut at = 0;
-    while let Some(i) = memmem::find(&data[at..], b"\n\n") {
+    while let Some(i) = FINDER.find(&data[at..]) {
         each(&data[at..at + i + 1]);
         at += i + 2;
     }

@@ -1,8 +1,8 @@
 //! What the subscribers count: the event payload (sequence number and send time), each
 //! subscriber's view (seen, duplicates, order) and the counters shared by a process.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -35,8 +35,10 @@ pub fn payload(n: u64, t_us: u64, size: usize) -> String {
 /// `{"n":`, which nothing else in a switchyard envelope or an Nchan message contains
 /// (topics and types are chosen by the generator).
 pub fn scan(buf: &[u8], mut each: impl FnMut(u64, u64)) {
+    static FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"{\"n\":"));
     let mut at = 0;
-    while let Some(i) = memmem::find(&buf[at..], b"{\"n\":") {
+    while let Some(i) = FINDER.find(&buf[at..]) {
         let start = at + i + 5;
         match parse_nt(&buf[start..]) {
             Some((n, t, used)) => {
