@@ -2,7 +2,7 @@
 # Runs the whole test suite on a fresh machine: installs what is missing, then tests.
 #
 #   ./scripts/test.sh            # everything
-#   ./scripts/test.sh --test log # extra arguments go to `cargo test`
+#   ./scripts/test.sh --test log # one area: the arguments go to `cargo test` instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
