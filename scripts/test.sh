@@ -25,5 +25,11 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
 
-echo "==> cargo test --workspace (switchyard and the switchyard-bench load generator)"
-cargo test --workspace --all-targets "$@"
+if [ $# -eq 0 ]; then
+  echo "==> cargo test --workspace --all-targets (switchyard and the switchyard-bench load generator)"
+  cargo test --workspace --all-targets
+else
+  # One area, e.g. `--test browser` (cargo lets --all-targets win over --test).
+  echo "==> cargo test $*"
+  cargo test "$@"
+fi
