@@ -130,17 +130,12 @@ async fn fall_back_behind_nginx(
 
 /// Waits until the server has counted a client's fallback report for `reason`.
 async fn wait_reported(app: &TestApp, reason: &str) -> Value {
-    within(
+    wait_until(
         Duration::from_secs(5),
         "the fallback report to be counted",
-        async {
-            loop {
-                let s = app.status().await;
-                if status_counter(&s, &["counters", "fallbacks", reason]) >= 1 {
-                    return s;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
-            }
+        || async {
+            let s = app.status().await;
+            (status_counter(&s, &["counters", "fallbacks", reason]) >= 1).then_some(s)
         },
     )
     .await
@@ -314,10 +309,12 @@ async fn from_a_fallback_the_client_moves_back_up_without_losing_an_event() {
         tokio::spawn(async move {
             let mut ids = Vec::new();
             let mut i = 0u64;
+            // One event every 25 ms: the publishing rate under test.
+            let mut rate = tokio::time::interval(Duration::from_millis(25));
             while !stop.load(Ordering::SeqCst) {
+                rate.tick().await;
                 ids.extend(app.publish_n("u", i..i + 1).await);
                 i += 1;
-                tokio::time::sleep(Duration::from_millis(25)).await; // publishing rate
             }
             ids
         })

@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -22,37 +21,33 @@ async fn no_gap_and_no_duplicate_at_the_replay_live_seam() {
         .as_str()
         .expect("epoch")
         .to_owned();
-    let published = Arc::new(AtomicU64::new(0));
+    // The publisher announces the last sequence it published.
+    let (progress, mut published) = tokio::sync::watch::channel(0u64);
 
     let publisher = {
         let app = app.clone();
-        let published = published.clone();
         tokio::spawn(async move {
             let mut n = 0;
             while n < TOTAL {
                 let ids = app.publish_n("seam", n..n + BATCH).await;
                 n += BATCH;
-                published.store(seq(ids.last().expect("ids")), Ordering::SeqCst);
+                let _ = progress.send(seq(ids.last().expect("ids")));
             }
         })
     };
 
     let mut subscribers = Vec::new();
     for i in 0..24u64 {
-        // Join at staggered points while the publisher runs: wait for progress, no sleep.
+        // Join at staggered points while the publisher runs.
         let target = (i + 1) * TOTAL / 30;
         within(
             Duration::from_secs(60),
             "the publisher to make progress",
-            async {
-                while published.load(Ordering::SeqCst) < target {
-                    tokio::task::yield_now().await;
-                    tokio::time::sleep(Duration::from_millis(1)).await; // poll interval, not sync
-                }
-            },
+            published.wait_for(|p| *p >= target),
         )
-        .await;
-        let head = published.load(Ordering::SeqCst);
+        .await
+        .expect("publisher alive");
+        let head = *published.borrow();
         // Half resume from a little behind the head (replay then live), half from now.
         let cursor = (i % 2 == 0).then(|| format!("{epoch}-{}", head.saturating_sub(20 + i)));
         let app = app.clone();

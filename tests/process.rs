@@ -207,21 +207,16 @@ async fn sigterm_drains_every_transport_and_exits_in_time() {
         }
     });
     // The poll is waiting once the server counts it open.
-    within(WAIT, "the poll to be waiting", async {
-        loop {
-            let s: Value = client
-                .get(format!("{base}/v1/status"))
-                .send()
-                .await
-                .expect("status")
-                .json()
-                .await
-                .expect("json");
-            if s["transports"]["longpoll"]["open"] == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await; // polling interval
-        }
+    wait_until(WAIT, "the poll to be waiting", || async {
+        let s: Value = client
+            .get(format!("{base}/v1/status"))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        (s["transports"]["longpoll"]["open"] == 1).then_some(())
     })
     .await;
 

@@ -338,14 +338,10 @@ async fn the_connection_cap_refuses_clearly() {
         (503, Some("at_capacity"))
     );
     drop(a);
-    within(
+    wait_until(
         Duration::from_secs(10),
         "the closed SSE stream to free its slot",
-        async {
-            while app.status().await["connections"]["open"] != 1 {
-                tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
-            }
-        },
+        || async { (app.status().await["connections"]["open"] == 1).then_some(()) },
     )
     .await;
     let mut c = Sse::connect(&app, "/v1/sse?topics=a", None).await;

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-use super::{WAIT, within};
+use super::{WAIT, wait_until, within};
 
 /// Browser tests run one at a time: each starts a Chromium, and two cores do not carry
 /// several at once with the timing the tests assert.
@@ -155,7 +155,9 @@ impl Browser {
     /// Polls `expr` every 50 ms until it is truthy; returns its value and the time taken.
     pub async fn wait_for(&self, expr: &str, limit: Duration, what: &str) -> (Value, Duration) {
         let start = Instant::now();
+        let mut every = tokio::time::interval(Duration::from_millis(50));
         loop {
+            every.tick().await;
             let v = self.eval(expr).await;
             let truthy =
                 !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
@@ -165,7 +167,6 @@ impl Browser {
             if start.elapsed() > limit {
                 panic!("timeout after {limit:?}: {what} (last value of `{expr}`: {v})");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
         }
     }
 
@@ -225,10 +226,8 @@ impl Nginx {
             .kill_on_drop(true)
             .spawn()
             .expect("start nginx (apt-get install nginx)");
-        within(WAIT, "nginx to listen", async {
-            while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
-            }
+        wait_until(WAIT, "nginx to listen", || async {
+            TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
         })
         .await;
         Nginx {

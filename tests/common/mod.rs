@@ -29,6 +29,28 @@ pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>
     }
 }
 
+/// How often [`wait_until`] looks again.
+pub const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// Checks `check` every [`POLL_EVERY`] until it yields `Some`, or panics after `limit`
+/// naming `what`. For conditions only observable by asking (a status endpoint, a port).
+pub async fn wait_until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(limit, what, async {
+        let mut every = tokio::time::interval(POLL_EVERY);
+        loop {
+            every.tick().await;
+            if let Some(v) = check().await {
+                return v;
+            }
+        }
+    })
+    .await
+}
+
 /// A server running in this process on 127.0.0.1:<ephemeral>.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
