@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: switchyard against nginx + Nchan (issue 4, item 2).
+#
+# Builds both release binaries, then for every scenario runs REPS repetitions against
+# each server, alternating the servers (switchyard, Nchan, switchyard, Nchan, …). Every
+# run gets a freshly started server (bytes per connection are read as the growth of a
+# fresh process), the generator reads the server's RSS/Pss/CPU through --server-pid
+# (nginx: the master, whose workers are summed as descendants), and the server is
+# stopped by its pid afterwards. Each run's JSON report, the generator's output and the
+# exact commands are stored under $OUT; bench/report.py turns them into BENCHMARKS.md.
+#
+#   bench/compare.sh                          # every scenario, REPS=3
+#   REPS=1 SCENARIOS="fanout-sse lowrate" bench/compare.sh
+#   OUT=bench/results/2026-11-25 SCENARIOS=scale bench/compare.sh   # redo one scenario
+#
+# Environment:
+#   REPS         repetitions per scenario and server (default 3)
+#   SCALE_REPS   repetitions of the two scale scenarios (default: REPS)
+#   SCENARIOS    which scenarios, in order (default: all, see below)
+#   OUT          results directory (default bench/results/<UTC date>)
+#   PORT_BASE    first TCP port; each run takes the next one (default 18100)
+#   NO_BUILD=1   skip cargo build
+#   NO_REPORT=1  do not run bench/report.py at the end
+#
+# Scenarios:
+#   idle-sse     10,000 idle SSE subscribers: bytes per connection
+#   idle-ws      10,000 idle WebSocket subscribers: bytes per connection
+#   fanout-sse   1,000 SSE subscribers x 2,000 events, published as fast as possible
+#   fanout-ws    1,000 WebSocket subscribers x 2,000 events, as fast as possible
+#   longpoll     1,000 long-pollers x 1,000 events, as fast as possible
+#   lowrate      100 SSE subscribers, 20 events/s for 10 s: latency
+#   scale        19,000 idle SSE subscribers (two generator processes), then one event
+#                to all of them: time until the last has it, RSS
+#   scale-mixed  9,500 idle WebSocket subscribers (a background generator) plus 9,500
+#                SSE subscribers that time one event; the WebSocket side only counts
+#                that its subscribers got it (no timing)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+REPS=${REPS:-3}
+SCALE_REPS=${SCALE_REPS:-$REPS}
+ALL_SCENARIOS="idle-sse idle-ws fanout-sse fanout-ws longpoll lowrate scale scale-mixed"
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
+OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d)}
+PORT=${PORT_BASE:-18100}
+SERVERS="switchyard nchan"
+
+BIN_SERVER=$ROOT/target/release/switchyard
+BIN_BENCH=$ROOT/target/release/switchyard-bench
+NGINX=${NGINX:-/usr/sbin/nginx}
+NCHAN_CONF=$ROOT/bench/nchan.conf
+
+SERVER_PID=""
+BG_PID=""
+T0=$(date +%s)
+
+log() { printf '[%s +%4ds] %s\n' "$(date +%H:%M:%S)" $(($(date +%s) - T0)) "$*"; }
+die() { log "ERROR: $*"; exit 1; }
+
+for s in $SCENARIOS; do
+    case " $ALL_SCENARIOS " in *" $s "*) ;; *) die "unknown scenario $s (known: $ALL_SCENARIOS)" ;; esac
+done
+[[ -x $NGINX ]] || die "$NGINX not found (apt-get install nginx libnginx-mod-nchan)"
+[[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]] || die "the Nchan module is not installed"
+
+# Stops a process we started: TERM, wait up to 15 s, then KILL.
+stop_pid() {
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid still running after 15 s: KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    stop_pid "$BG_PID"
+    BG_PID=""
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# Waits until something accepts connections on 127.0.0.1:$1 (and $2 is still alive).
+wait_port() {
+    local port=$1 pid=$2 i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_server <server> <port> <run name>: sets SERVER_PID and SERVER_CMD.
+start_server() {
+    local server=$1 port=$2 name=$3
+    case $server in
+    switchyard)
+        SERVER_CMD="SWITCHYARD_ADDR=127.0.0.1:$port SWITCHYARD_MAX_CONNECTIONS=20000 SWITCHYARD_RETAIN=100000 RUST_LOG=warn $BIN_SERVER"
+        SWITCHYARD_ADDR=127.0.0.1:$port SWITCHYARD_MAX_CONNECTIONS=20000 \
+            SWITCHYARD_RETAIN=100000 RUST_LOG=warn \
+            "$BIN_SERVER" >"$OUT/$name.server.log" 2>&1 &
+        SERVER_PID=$!
+        ;;
+    nchan)
+        local dir=$WORK/nginx-$name
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        sed -e "s#{{DIR}}#$dir#g" -e "s#{{PORT}}#$port#g" "$NCHAN_CONF" >"$dir/nginx.conf"
+        SERVER_CMD="$NGINX -p DIR -c DIR/nginx.conf -e DIR/error.log  (DIR/nginx.conf = bench/nchan.conf with {{DIR}}, {{PORT}}=$port)"
+        # daemon off (in the config): $! is the master; the generator sums its workers.
+        "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$OUT/$name.server.log" 2>&1 &
+        SERVER_PID=$!
+        ;;
+    esac
+    if ! wait_port "$port" "$SERVER_PID"; then
+        cat "$OUT/$name.server.log" >&2 || true
+        [[ $server == nchan ]] && cat "$WORK/nginx-$name/error.log" >&2 || true
+        die "$server did not start on port $port"
+    fi
+}
+
+stop_server() {
+    local server=$1 name=$2
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
+    if [[ $server == nchan ]]; then
+        # Keep nginx's error log with the run (warnings only), drop the prefix dir.
+        cp "$WORK/nginx-$name/error.log" "$OUT/$name.nginx-error.log" 2>/dev/null || true
+        rm -rf "$WORK/nginx-$name"
+    fi
+}
+
+# The generator's flags for a scenario (the server, URL, pid and JSON are added later).
+scenario_args() {
+    case $1 in
+    idle-sse) echo "--transport sse --subscribers 10000 --events 0 --hold 2" ;;
+    idle-ws) echo "--transport ws --subscribers 10000 --events 0 --hold 2" ;;
+    fanout-sse) echo "--transport sse --subscribers 1000 --events 2000" ;;
+    fanout-ws) echo "--transport ws --subscribers 1000 --events 2000" ;;
+    longpoll) echo "--transport longpoll --subscribers 1000 --events 1000" ;;
+    lowrate) echo "--transport sse --subscribers 100 --events 200 --rate 20" ;;
+    scale) echo "--transport sse --subscribers 19000 --events 1 --hold 2" ;;
+    scale-mixed) echo "--transport sse --subscribers 9500 --events 1 --hold 2 --source-ip 127.0.0.21" ;;
+    esac
+}
+# The background generator of scale-mixed: idle WebSocket subscribers that stay
+# connected through the timed run (it counts the event as "unexpected").
+MIXED_BG_ARGS="--transport ws --subscribers 9500 --events 0 --hold 25 --source-ip 127.0.0.20"
+
+# One line per run, read from its JSON.
+brief() {
+    python3 - "$1" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+f = r.get("server_figures") or {}
+parts = [f"connected {r['connected']}/{r['subscribers']} (failed {r['connect_failures']})"]
+if r["events"] > 0:
+    parts.append(f"delivered {r['delivered_unique']}/{r['expected']}"
+                 + (" complete" if r["complete"] else " INCOMPLETE"))
+    parts.append(f"{r['deliveries_per_s']:.0f} deliveries/s")
+    parts.append(f"p50/p99 {r['latency']['p50_ms']:.1f}/{r['latency']['p99_ms']:.1f} ms")
+    parts.append(f"publish {r['publish_rate']:.0f}/s")
+elif r["unexpected"]:
+    parts.append(f"received {r['unexpected']} events of another run")
+if f.get("rss_bytes_per_connection") is not None:
+    parts.append(f"{f['rss_bytes_per_connection']:.0f} B/conn RSS")
+parts.append(f"server cpu {f.get('cpu_s', 0):.2f} s, generator {r['generator_cpu_s']:.2f} s")
+if r["timed_out"]:
+    parts.append("TIMED OUT")
+print(", ".join(parts))
+EOF
+}
+
+# run_one <scenario> <server> <rep>
+run_one() {
+    local scenario=$1 server=$2 rep=$3
+    local name=$scenario.$server.$rep
+    local port=$PORT
+    PORT=$((PORT + 1))
+    local url=http://127.0.0.1:$port
+    start_server "$server" "$port" "$name"
+    local args
+    args="$(scenario_args "$scenario") --server $server --url $url --server-pid $SERVER_PID --timeout 300"
+    local bg_cmd=""
+    if [[ $scenario == scale-mixed ]]; then
+        # Both generators on one topic; the background one also reads the server's
+        # memory, from the fresh process (idle) to its 9,500 WebSocket connections.
+        args="$args --topic $name"
+        local bg_args="$MIXED_BG_ARGS --topic $name --server $server --url $url --server-pid $SERVER_PID --timeout 300"
+        bg_cmd="$BIN_BENCH $bg_args --json $OUT/$name.bg.json"
+        # shellcheck disable=SC2086
+        "$BIN_BENCH" $bg_args --json "$OUT/$name.bg.json" >"$OUT/$name.bg.log" 2>&1 &
+        BG_PID=$!
+        # Until the background subscribers are all connected and it has read the
+        # server's memory (it prints "holding" right after that reading).
+        local i
+        for ((i = 0; i < 300; i++)); do
+            grep -q '^holding ' "$OUT/$name.bg.log" 2>/dev/null && break
+            kill -0 "$BG_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -q '^holding ' "$OUT/$name.bg.log" || die "$name: background generator did not connect: $(tail -3 "$OUT/$name.bg.log")"
+    fi
+    {
+        echo "server: $SERVER_CMD"
+        [[ -n $bg_cmd ]] && echo "background: $bg_cmd"
+        echo "generator: $BIN_BENCH $args --json $OUT/$name.json"
+    } | sed "s#$ROOT/##g" >"$OUT/$name.cmd"
+    local rc=0
+    # shellcheck disable=SC2086
+    "$BIN_BENCH" $args --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1 || rc=$?
+    if [[ -n $BG_PID ]]; then
+        # The background generator ends after its hold; wait for its report.
+        wait "$BG_PID" || log "$name: background generator exited with $?"
+        BG_PID=""
+    fi
+    stop_server "$server" "$name"
+    if [[ $rc -ne 0 || ! -s $OUT/$name.json ]]; then
+        tail -5 "$OUT/$name.log" >&2 || true
+        die "$name: the generator failed (exit $rc)"
+    fi
+    log "  $server rep $rep: $(brief "$OUT/$name.json")"
+    if [[ -f $OUT/$name.bg.json ]]; then
+        log "  $server rep $rep background: $(brief "$OUT/$name.bg.json")"
+    fi
+}
+
+# Build.
+if [[ ${NO_BUILD:-} != 1 ]]; then
+    log "building release binaries"
+    cargo build --release --quiet
+    cargo build --release --quiet -p switchyard-bench
+fi
+[[ -x $BIN_SERVER && -x $BIN_BENCH ]] || die "release binaries missing"
+
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/switchyard-compare.XXXXXX)
+trap 'cleanup; rm -rf "$WORK"' EXIT
+
+# The machine and versions, for the report (kept from the first invocation on this
+# directory, so that re-running one scenario does not change them).
+[[ -f $OUT/machine.txt ]] || {
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc=$(nproc)"
+    echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+    echo "kernel=$(uname -sr)"
+    echo "nginx=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+    echo "nchan=$(dpkg -s libnginx-mod-nchan 2>/dev/null | awk -F': ' '/^Version/ {print $2}')"
+    echo "rustc=$(rustc --version)"
+    echo "git=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/src || echo ' (modified)')"
+    echo "nofile=$(ulimit -Hn)"
+} >"$OUT/machine.txt"
+[[ -f $OUT/nginx-V.txt ]] || "$NGINX" -V >"$OUT/nginx-V.txt" 2>&1 || true
+log "results in $OUT (REPS=$REPS, SCALE_REPS=$SCALE_REPS)"
+
+for scenario in $SCENARIOS; do
+    reps=$REPS
+    [[ $scenario == scale* ]] && reps=$SCALE_REPS
+    # A re-run replaces the scenario's earlier files.
+    rm -f "$OUT/$scenario".*
+    log "scenario $scenario: $(scenario_args "$scenario") ($reps reps per server)"
+    t_scenario=$(date +%s)
+    for ((rep = 1; rep <= reps; rep++)); do
+        for server in $SERVERS; do
+            run_one "$scenario" "$server" "$rep"
+        done
+    done
+    printf 'started=%s\nelapsed_s=%s\nreps=%s\n' "$(date -u -d "@$t_scenario" +%Y-%m-%dT%H:%M:%SZ)" \
+        $(($(date +%s) - t_scenario)) "$reps" >"$OUT/$scenario.meta"
+    log "scenario $scenario done in $(($(date +%s) - t_scenario)) s"
+done
+
+log "all runs done in $(($(date +%s) - T0)) s"
+if [[ ${NO_REPORT:-} != 1 ]]; then
+    python3 bench/report.py "$OUT"
+    log "wrote BENCHMARKS.md and $OUT/summary.tsv"
+fi

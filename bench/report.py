@@ -1,0 +1,785 @@
+#!/usr/bin/env python3
+"""Turns a bench/compare.sh results directory into BENCHMARKS.md (standard library only).
+
+    python3 bench/report.py bench/results/2026-11-25            # writes BENCHMARKS.md
+    python3 bench/report.py DIR --out /tmp/B.md                  # somewhere else
+
+Reads every run's JSON report (<scenario>.<server>.<rep>.json, plus the background
+generator's <...>.bg.json in scale-mixed), the exact commands (<run>.cmd), the machine
+(machine.txt) and each scenario's timing (<scenario>.meta). Writes one table per
+scenario (median and min-max over the repetitions for both servers, and the ratio of
+the medians switchyard / Nchan), the targets of issue 4 with the measured value, and
+DIR/summary.tsv: one line per run with its main figures (the part kept in git).
+
+Every figure printed comes from those files or is computed from them (medians, ratios,
+sums); nothing is typed in by hand.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+
+SERVERS = ("switchyard", "nchan")
+LABEL = {"switchyard": "switchyard", "nchan": "nginx + Nchan"}
+ORDER = ["idle-sse", "idle-ws", "fanout-sse", "fanout-ws", "longpoll", "lowrate", "scale", "scale-mixed"]
+RUN_RE = re.compile(r"^(?P<sc>[a-z-]+)\.(?P<srv>switchyard|nchan)\.(?P<rep>\d+)(?P<bg>\.bg)?\.json$")
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- loading
+
+
+class Run:
+    """One repetition: the generator's report (and the background one's in scale-mixed)."""
+
+    def __init__(self, rep, fg, bg, cmd):
+        self.rep = rep
+        self.fg = fg
+        self.bg = bg
+        self.cmd = cmd
+
+
+def load(dirpath):
+    runs = {}  # (scenario, server) -> {rep: {"fg":..., "bg":...}}
+    for name in sorted(os.listdir(dirpath)):
+        m = RUN_RE.match(name)
+        if not m:
+            continue
+        with open(os.path.join(dirpath, name)) as f:
+            report = json.load(f)
+        slot = runs.setdefault((m["sc"], m["srv"]), {}).setdefault(int(m["rep"]), {})
+        slot["bg" if m["bg"] else "fg"] = report
+    out = {}
+    for key, reps in runs.items():
+        lst = []
+        for rep in sorted(reps):
+            d = reps[rep]
+            if "fg" not in d:
+                continue
+            cmd_path = os.path.join(dirpath, f"{key[0]}.{key[1]}.{rep}.cmd")
+            cmd = open(cmd_path).read().strip() if os.path.exists(cmd_path) else ""
+            lst.append(Run(rep, d["fg"], d.get("bg"), cmd))
+        out[key] = lst
+    return out
+
+
+def read_kv(path):
+    kv = {}
+    if os.path.exists(path):
+        for line in open(path):
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                kv[k] = v
+    return kv
+
+
+# ---------------------------------------------------------------- figures
+
+
+def sf(r, *path):
+    """A figure from server_figures (None when the server was not measured)."""
+    v = r.get("server_figures")
+    for p in path:
+        if v is None:
+            return None
+        v = v.get(p)
+    return v
+
+
+def lat(key):
+    return lambda run: run.fg["latency"][key]
+
+
+def fg(key):
+    return lambda run: run.fg[key]
+
+
+def cores_busy(run):
+    r = run.fg
+    w = r["delivery_window_s"]
+    s = sf(r, "cpu_delivery_s")
+    if not w or s is None:
+        return None
+    return (s + r["generator_cpu_delivery_s"]) / w
+
+
+def mixed_total_connected(run):
+    return run.fg["connected"] + (run.bg["connected"] if run.bg else 0)
+
+
+def mixed_bytes_per_conn(run):
+    """(RSS with every connection − RSS of the fresh process) / all connections."""
+    if not run.bg:
+        return None
+    fresh = sf(run.bg, "idle", "rss_bytes")
+    full = sf(run.fg, "connected", "rss_bytes")
+    n = mixed_total_connected(run)
+    if fresh is None or full is None or not n:
+        return None
+    return (full - fresh) / n
+
+
+# A metric: (label, function(run) -> number or None, format, note)
+def fmt_int(v):
+    return f"{v:,.0f}"
+
+
+def fmt_ms(v):
+    return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+
+
+def fmt_s(v):
+    return f"{v:,.3f}" if v < 10 else f"{v:,.1f}"
+
+
+def fmt_mib(v):
+    return f"{v / MIB:,.1f}"
+
+
+def fmt_f2(v):
+    return f"{v:,.2f}"
+
+
+CONNECT = [
+    ("subscribers connected", fg("connected"), fmt_int),
+    ("connect failures", fg("connect_failures"), fmt_int),
+]
+
+COMPLETENESS = [
+    ("missing deliveries", fg("missing"), fmt_int),
+    ("duplicated", fg("duplicated"), fmt_int),
+    ("out of order", fg("out_of_order"), fmt_int),
+]
+
+IDLE = CONNECT + [
+    ("ramp (s)", fg("ramp_s"), fmt_s),
+    ("server RSS, fresh (MiB)", lambda r: sf(r.fg, "idle", "rss_bytes"), fmt_mib),
+    ("server RSS, all connected (MiB)", lambda r: sf(r.fg, "connected", "rss_bytes"), fmt_mib),
+    ("**bytes per connection (RSS)**", lambda r: sf(r.fg, "rss_bytes_per_connection"), fmt_int),
+    ("bytes per connection (Pss)", lambda r: sf(r.fg, "pss_bytes_per_connection"), fmt_int),
+    ("server processes", lambda r: sf(r.fg, "connected", "processes"), fmt_int),
+    ("server CPU s (ramp + hold)", lambda r: sf(r.fg, "cpu_s"), fmt_f2),
+    ("generator CPU s", fg("generator_cpu_s"), fmt_f2),
+]
+
+FANOUT = CONNECT + [
+    ("**deliveries/s**", fg("deliveries_per_s"), fmt_int),
+    ("latency p50 (ms)", lat("p50_ms"), fmt_ms),
+    ("latency p90 (ms)", lat("p90_ms"), fmt_ms),
+    ("latency p99 (ms)", lat("p99_ms"), fmt_ms),
+    ("latency max (ms)", lat("max_ms"), fmt_ms),
+    ("**publishes accepted/s**", fg("publish_rate"), fmt_int),
+    ("publish requests", fg("publish_requests"), fmt_int),
+    ("publishing took (s)", fg("publish_s"), fmt_s),
+    ("first publish → last delivery (s)", fg("delivery_window_s"), fmt_s),
+    ("server CPU s in that window", lambda r: sf(r.fg, "cpu_delivery_s"), fmt_f2),
+    ("generator CPU s in that window", fg("generator_cpu_delivery_s"), fmt_f2),
+    ("cores busy (server + generator CPU s / window; of 2; a little high, see note)", cores_busy, fmt_f2),
+    ("server RSS bytes per connection", lambda r: sf(r.fg, "rss_bytes_per_connection"), fmt_int),
+] + COMPLETENESS
+
+LONGPOLL = FANOUT[:-3] + [("long-poll reconnects", fg("reconnects"), fmt_int)] + COMPLETENESS
+
+LOWRATE = CONNECT + [
+    ("latency p50 (ms)", lat("p50_ms"), fmt_ms),
+    ("latency p90 (ms)", lat("p90_ms"), fmt_ms),
+    ("**latency p99 (ms)**", lat("p99_ms"), fmt_ms),
+    ("latency p99.9 (ms)", lat("p999_ms"), fmt_ms),
+    ("latency max (ms)", lat("max_ms"), fmt_ms),
+    ("latency mean (ms)", lat("mean_ms"), fmt_ms),
+    ("publishes accepted/s", fg("publish_rate"), fmt_int),
+    ("server CPU s (publishing 10 s)", lambda r: sf(r.fg, "cpu_delivery_s"), fmt_f2),
+    ("generator CPU s (publishing 10 s)", fg("generator_cpu_delivery_s"), fmt_f2),
+] + COMPLETENESS
+
+SCALE = CONNECT + [
+    ("generator processes", fg("procs"), fmt_int),
+    ("ramp (s)", fg("ramp_s"), fmt_s),
+    ("**publish → last subscriber has it (s)**", fg("delivery_window_s"), fmt_s),
+    ("latency p50 (ms)", lat("p50_ms"), fmt_ms),
+    ("latency p99 (ms)", lat("p99_ms"), fmt_ms),
+    ("latency max (ms)", lat("max_ms"), fmt_ms),
+    ("server RSS, fresh (MiB)", lambda r: sf(r.fg, "idle", "rss_bytes"), fmt_mib),
+    ("**server RSS, all connected (MiB)**", lambda r: sf(r.fg, "connected", "rss_bytes"), fmt_mib),
+    ("bytes per connection (RSS)", lambda r: sf(r.fg, "rss_bytes_per_connection"), fmt_int),
+    ("bytes per connection (Pss)", lambda r: sf(r.fg, "pss_bytes_per_connection"), fmt_int),
+    ("server CPU s (whole run)", lambda r: sf(r.fg, "cpu_s"), fmt_f2),
+    ("server CPU s (the broadcast)", lambda r: sf(r.fg, "cpu_delivery_s"), fmt_f2),
+] + COMPLETENESS
+
+MIXED = [
+    ("connections (SSE + WebSocket)", mixed_total_connected, fmt_int),
+    ("SSE connected", fg("connected"), fmt_int),
+    ("WebSocket connected", lambda r: r.bg["connected"] if r.bg else None, fmt_int),
+    ("connect failures (both)",
+     lambda r: r.fg["connect_failures"] + (r.bg["connect_failures"] if r.bg else 0), fmt_int),
+    ("WebSocket subscribers that got the event",
+     lambda r: r.bg["unexpected"] if r.bg else None, fmt_int),
+    ("**publish → last SSE subscriber has it (s)**", fg("delivery_window_s"), fmt_s),
+    ("SSE latency p50 (ms)", lat("p50_ms"), fmt_ms),
+    ("SSE latency max (ms)", lat("max_ms"), fmt_ms),
+    ("server RSS, fresh (MiB)", lambda r: sf(r.bg, "idle", "rss_bytes") if r.bg else None, fmt_mib),
+    ("**server RSS, all connected (MiB)**", lambda r: sf(r.fg, "connected", "rss_bytes"), fmt_mib),
+    ("bytes per connection, mixed (RSS)", mixed_bytes_per_conn, fmt_int),
+    ("bytes per WebSocket connection (RSS)",
+     lambda r: sf(r.bg, "rss_bytes_per_connection") if r.bg else None, fmt_int),
+    ("bytes per SSE connection (RSS)", lambda r: sf(r.fg, "rss_bytes_per_connection"), fmt_int),
+    ("SSE missing deliveries", fg("missing"), fmt_int),
+]
+
+SCENARIOS = {
+    "idle-sse": ("Idle memory: 10,000 SSE subscribers", IDLE,
+                 "10,000 EventSource subscribers connect (2,000/s), the generator reads the "
+                 "server's memory a second after the ramp, holds 2 s and leaves. Bytes per "
+                 "connection = (RSS connected − RSS of the fresh process) / connections; Pss "
+                 "splits pages shared between nginx's processes."),
+    "idle-ws": ("Idle memory: 10,000 WebSocket subscribers", IDLE,
+                "As above, over WebSocket."),
+    "fanout-sse": ("Fan-out over SSE: 1,000 subscribers × 2,000 events", FANOUT,
+                   "2,000 events of 64 bytes published as fast as the server accepts them "
+                   "(switchyard: batches of 100 per `POST /v1/events`; Nchan has no batch "
+                   "publish: one `POST /pub/<ch>` each, one at a time) to 1,000 subscribers. "
+                   "Deliveries/s = deliveries / (first publish → last delivery). "
+                   "Publishes accepted/s = events accepted / (first publish → last answer): "
+                   "the \"publishing under fan-out\" figure. Latency runs from an event's send "
+                   "time to its receipt: switchyard accepts the events faster than it delivers "
+                   "them, so they queue and the latency grows with the backlog; Nchan's "
+                   "publisher waits for each event's fan-out before the next publish, so each "
+                   "event waits less but the run takes longer. Cores busy: the CPU readings "
+                   "end when the generator notices the last delivery (it checks every 50 ms), "
+                   "so they cover slightly more than the window and the figure is a little high."),
+    "fanout-ws": ("Fan-out over WebSocket: 1,000 subscribers × 2,000 events", FANOUT,
+                  "As above, over WebSocket."),
+    "longpoll": ("Long-poll: 1,000 pollers × 1,000 events", LONGPOLL,
+                 "1,000 long-pollers, 1,000 events as fast as possible. switchyard answers "
+                 "with everything after the poller's cursor; Nchan answers one message per "
+                 "request (the next one after `If-Modified-Since`/`If-None-Match`)."),
+    "lowrate": ("Latency at a low rate: 100 SSE subscribers, 20 events/s for 10 s", LOWRATE,
+                "200 events at 20/s, one per request on both servers. Latency = receive "
+                "time − send time embedded in the event (one clock)."),
+    "scale": ("Scale: 19,000 idle SSE connections, then one event to all", SCALE,
+              "19,000 SSE subscribers (two generator processes, source addresses 127.0.0.2 "
+              "and 127.0.0.3), then one event: the time from sending the publish until the "
+              "last subscriber has it. All SSE, because one generator run speaks one "
+              "transport; the mixed case is the next scenario."),
+    "scale-mixed": ("Scale, mixed: 9,500 WebSocket + 9,500 SSE connections, one event", MIXED,
+                    "A background generator holds 9,500 idle WebSocket subscribers (and reads "
+                    "the fresh server's memory and its own connections' cost); a second one "
+                    "opens 9,500 SSE subscribers on the same topic and publishes one event, "
+                    "timing it to the last **SSE** subscriber. The WebSocket side only counts "
+                    "that each of its subscribers received the event (it has no send time of "
+                    "its own), so the time is for the SSE half while the WebSocket half "
+                    "receives the same event."),
+}
+
+
+def values(runs, fn):
+    out = []
+    for run in runs:
+        try:
+            v = fn(run)
+        except (KeyError, TypeError):
+            v = None
+        if v is not None:
+            out.append(float(v))
+    return out
+
+
+def med(vals):
+    return statistics.median(vals) if vals else None
+
+
+def cell(vals, fmt):
+    if not vals:
+        return "–"
+    m = fmt(statistics.median(vals))
+    lo, hi = fmt(min(vals)), fmt(max(vals))
+    if len(vals) == 1 or lo == hi:
+        return m
+    return f"{m} ({lo} – {hi})"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "–"
+    if r >= 10:
+        return f"{r:,.1f}×"
+    return f"{r:.2f}×"
+
+
+def complete_cell(runs):
+    if not runs:
+        return "–"
+    n = sum(1 for r in runs if r.fg["complete"])
+    return f"{n}/{len(runs)}"
+
+
+# ---------------------------------------------------------------- report
+
+
+def scenario_section(sc, data, lines):
+    title, metrics, text = SCENARIOS[sc]
+    sy, nc = data.get((sc, "switchyard"), []), data.get((sc, "nchan"), [])
+    if not sy and not nc:
+        return
+    lines.append(f"### {title}")
+    lines.append("")
+    lines.append(text + f" Repetitions: switchyard {len(sy)}, Nchan {len(nc)}.")
+    lines.append("")
+    lines.append("| | switchyard | nginx + Nchan | switchyard / Nchan |")
+    lines.append("|---|---:|---:|---:|")
+    for label, fn, fmt in metrics:
+        a, b = values(sy, fn), values(nc, fn)
+        lines.append(f"| {label} | {cell(a, fmt)} | {cell(b, fmt)} | {fmt_ratio(ratio(med(a), med(b)))} |")
+    if any(r.fg["events"] > 0 for r in sy + nc):
+        what = "SSE runs complete" if sc == "scale-mixed" else "runs complete"
+        lines.append(f"| {what} (every event to every subscriber once, in order) "
+                     f"| {complete_cell(sy)} | {complete_cell(nc)} | |")
+    if any(r.fg["timed_out"] for r in sy + nc):
+        lines.append("| runs that timed out | "
+                     f"{sum(r.fg['timed_out'] for r in sy)} | {sum(r.fg['timed_out'] for r in nc)} | |")
+    lines.append("")
+    errs = sorted({e for r in sy + nc for e in r.fg.get("errors", []) + (r.bg or {}).get("errors", [])})
+    if errs:
+        lines.append("Errors reported by the generator: " + "; ".join(f"`{e}`" for e in errs[:6]))
+        lines.append("")
+
+
+def m(data, sc, srv, fn):
+    return med(values(data.get((sc, srv), []), fn))
+
+
+def rng(data, sc, srv, fn, fmt):
+    return cell(values(data.get((sc, srv), []), fn), fmt)
+
+
+def all_complete(data, sc, srv):
+    runs = data.get((sc, srv), [])
+    return bool(runs) and all(r.fg["complete"] for r in runs)
+
+
+HEADLINES = [
+    ("idle-sse", "bytes per idle SSE connection (RSS)", lambda r: sf(r.fg, "rss_bytes_per_connection"), fmt_int),
+    ("idle-ws", "bytes per idle WebSocket connection (RSS)", lambda r: sf(r.fg, "rss_bytes_per_connection"), fmt_int),
+    ("fanout-sse", "SSE fan-out, deliveries/s", fg("deliveries_per_s"), fmt_int),
+    ("fanout-sse", "SSE fan-out, latency p99 (ms)", lat("p99_ms"), fmt_ms),
+    ("fanout-sse", "SSE fan-out, publishes accepted/s", fg("publish_rate"), fmt_int),
+    ("fanout-ws", "WebSocket fan-out, deliveries/s", fg("deliveries_per_s"), fmt_int),
+    ("fanout-ws", "WebSocket fan-out, latency p99 (ms)", lat("p99_ms"), fmt_ms),
+    ("fanout-ws", "WebSocket fan-out, publishes accepted/s", fg("publish_rate"), fmt_int),
+    ("longpoll", "long-poll, deliveries/s", fg("deliveries_per_s"), fmt_int),
+    ("lowrate", "20 events/s, latency p50 (ms)", lat("p50_ms"), fmt_ms),
+    ("lowrate", "20 events/s, latency p99 (ms)", lat("p99_ms"), fmt_ms),
+    ("scale", "19,000 SSE: publish → last subscriber (s)", fg("delivery_window_s"), fmt_s),
+    ("scale", "19,000 SSE: server RSS (MiB)", lambda r: sf(r.fg, "connected", "rss_bytes"), fmt_mib),
+    ("scale-mixed", "9,500 WS + 9,500 SSE: publish → last SSE subscriber (s)", fg("delivery_window_s"), fmt_s),
+    ("scale-mixed", "9,500 WS + 9,500 SSE: server RSS (MiB)", lambda r: sf(r.fg, "connected", "rss_bytes"), fmt_mib),
+]
+
+
+def headline_section(data, lines):
+    lines.append("## Headline figures")
+    lines.append("")
+    lines.append("Medians (min – max); details per scenario below.")
+    lines.append("")
+    lines.append("| | switchyard | nginx + Nchan | switchyard / Nchan |")
+    lines.append("|---|---:|---:|---:|")
+    for sc, label, fn, fmt in HEADLINES:
+        a, b = values(data.get((sc, "switchyard"), []), fn), values(data.get((sc, "nchan"), []), fn)
+        if not a and not b:
+            continue
+        lines.append(f"| {label} | {cell(a, fmt)} | {cell(b, fmt)} | {fmt_ratio(ratio(med(a), med(b)))} |")
+    lines.append("")
+
+
+def targets_section(data, lines):
+    lines.append("## Targets (issue 4; medians of the same runs)")
+    lines.append("")
+    rows = []  # (target, measured, verdict)
+    missed = []
+
+    # 1. Fan-out ≥ 2× on SSE and WebSocket, nothing lost.
+    for sc, name in (("fanout-sse", "SSE"), ("fanout-ws", "WebSocket")):
+        a, b = m(data, sc, "switchyard", fg("deliveries_per_s")), m(data, sc, "nchan", fg("deliveries_per_s"))
+        r = ratio(a, b)
+        if r is None:
+            continue
+        ok = r >= 2 and all_complete(data, sc, "switchyard")
+        comp = complete_cell(data.get((sc, "switchyard"), []))
+        measured = f"{fmt_int(a)} vs {fmt_int(b)} deliveries/s = **{fmt_ratio(r)}**; switchyard runs complete {comp}"
+        if ok:
+            verdict = f"met, {fmt_ratio(r / 2)} the target"
+        elif r >= 2:
+            verdict = "missed: deliveries lost"
+            missed.append(sc)
+        else:
+            verdict = f"missed by {fmt_int(2 * b - a)} deliveries/s ({fmt_ratio(r)} of 2×)"
+            missed.append(sc)
+        rows.append((f"fan-out deliveries/s ≥ 2× Nchan's, {name}, nothing lost", measured, verdict))
+
+    # 2. Bytes per idle connection ≤ 0.7× Nchan's.
+    bpc = lambda r: sf(r.fg, "rss_bytes_per_connection")  # noqa: E731
+    pss = lambda r: sf(r.fg, "pss_bytes_per_connection")  # noqa: E731
+    for sc, name in (("idle-sse", "SSE"), ("idle-ws", "WebSocket")):
+        a, b = m(data, sc, "switchyard", bpc), m(data, sc, "nchan", bpc)
+        r = ratio(a, b)
+        if r is None:
+            continue
+        pa, pb = m(data, sc, "switchyard", pss), m(data, sc, "nchan", pss)
+        pr = ratio(pa, pb)
+        limit = 0.7 * b
+        measured = (f"RSS {fmt_int(a)} B vs {fmt_int(b)} B = **{fmt_ratio(r)}** "
+                    f"(Pss {fmt_int(pa) if pa else '–'} vs {fmt_int(pb) if pb else '–'} B = {fmt_ratio(pr)})")
+        if r <= 0.7:
+            verdict = f"met ({fmt_int(limit - a)} B under 0.7× = {fmt_int(limit)} B)"
+        else:
+            verdict = (f"missed by {fmt_int(a - limit)} B per connection "
+                       f"(0.7× Nchan = {fmt_int(limit)} B; switchyard would need {100 * (a - limit) / a:.0f}% less)")
+            missed.append(sc)
+        rows.append((f"bytes per idle connection ≤ 0.7× Nchan's, {name}", measured, verdict))
+
+    # 3. Low-rate latency p99 ≤ Nchan's.
+    a, b = m(data, "lowrate", "switchyard", lat("p99_ms")), m(data, "lowrate", "nchan", lat("p99_ms"))
+    if a is not None and b is not None:
+        measured = (f"p99 {fmt_ms(a)} ms vs {fmt_ms(b)} ms = **{fmt_ratio(ratio(a, b))}** (runs: "
+                    f"{rng(data, 'lowrate', 'switchyard', lat('p99_ms'), fmt_ms)} vs "
+                    f"{rng(data, 'lowrate', 'nchan', lat('p99_ms'), fmt_ms)})")
+        va = values(data.get(("lowrate", "switchyard"), []), lat("p99_ms"))
+        vb = values(data.get(("lowrate", "nchan"), []), lat("p99_ms"))
+        overlap = min(va) <= max(vb) and min(vb) <= max(va)
+        tie = "; the two ranges overlap: equal within the run-to-run spread" if overlap else ""
+        if a <= b:
+            verdict = f"met ({fmt_ms(b - a)} ms lower{tie})"
+        else:
+            verdict = f"missed by {fmt_ms(a - b)} ms{tie}"
+            missed.append("lowrate")
+        rows.append(("low-rate latency p99 ≤ Nchan's", measured, verdict))
+
+    # 4. Long-poll ≥ 3×.
+    a, b = m(data, "longpoll", "switchyard", fg("deliveries_per_s")), m(data, "longpoll", "nchan", fg("deliveries_per_s"))
+    r = ratio(a, b)
+    if r is not None:
+        comp = complete_cell(data.get(("longpoll", "switchyard"), []))
+        measured = f"{fmt_int(a)} vs {fmt_int(b)} deliveries/s = **{fmt_ratio(r)}**; switchyard runs complete {comp}"
+        if r >= 3 and all_complete(data, "longpoll", "switchyard"):
+            verdict = f"met, {fmt_ratio(r / 3)} the target"
+        else:
+            verdict = f"missed ({fmt_ratio(r)} of 3×)" if r < 3 else "missed: deliveries lost"
+            missed.append("longpoll")
+        rows.append(("long-poll deliveries/s ≥ 3× Nchan's", measured, verdict))
+
+    # 5. Publishing under fan-out ≥ 5,000/s, nothing lost.
+    for sc, name in (("fanout-sse", "SSE"), ("fanout-ws", "WebSocket")):
+        a = m(data, sc, "switchyard", fg("publish_rate"))
+        b = m(data, sc, "nchan", fg("publish_rate"))
+        if a is None:
+            continue
+        spread = rng(data, sc, "switchyard", fg("publish_rate"), fmt_int)
+        comp = complete_cell(data.get((sc, "switchyard"), []))
+        measured = (f"**{fmt_int(a)}/s** (runs {spread}; Nchan {fmt_int(b) if b else '–'}/s), "
+                    f"subscribers complete {comp}")
+        if a >= 5000 and all_complete(data, sc, "switchyard"):
+            verdict = f"met ({fmt_int(a - 5000)}/s over)"
+        else:
+            verdict = f"missed by {fmt_int(5000 - a)}/s ({100 * a / 5000:.0f}% of 5,000/s)" if a < 5000 else "missed: deliveries lost"
+            missed.append("publish-" + sc)
+        rows.append((f"≥ 5,000 publishes/s accepted during the fan-out, {name}, nothing lost", measured, verdict))
+
+    # 6. Scale: ~19,000 in one process, broadcast ≤ half Nchan's time, nothing lost.
+    w = fg("delivery_window_s")
+    for sc, name, conn_fn in (
+        ("scale", "19,000 SSE", fg("connected")),
+        ("scale-mixed", "9,500 WebSocket + 9,500 SSE, timed to the last SSE subscriber",
+         mixed_total_connected),
+    ):
+        a, b = m(data, sc, "switchyard", w), m(data, sc, "nchan", w)
+        if a is None or b is None:
+            continue
+        runs = data.get((sc, "switchyard"), [])
+        conn = m(data, sc, "switchyard", conn_fn)
+        comp = complete_cell(runs)
+        if sc == "scale-mixed":
+            got = values(runs, lambda r: r.bg["unexpected"] if r.bg else None)
+            comp += f" (SSE); WebSocket subscribers that got it: {cell(got, fmt_int)}"
+            lost = not all(r.bg and r.bg["unexpected"] == r.bg["connected"] == r.bg["subscribers"] for r in runs)
+        else:
+            lost = False
+        lost = lost or not all_complete(data, sc, "switchyard")
+        r = ratio(a, b)
+        measured = (f"{fmt_int(conn)} connections; {fmt_s(a)} s vs {fmt_s(b)} s = **{fmt_ratio(r)}** "
+                    f"(runs {rng(data, sc, 'switchyard', w, fmt_s)} vs {rng(data, sc, 'nchan', w, fmt_s)}); "
+                    f"complete {comp}")
+        if r <= 0.5 and not lost:
+            verdict = f"met ({fmt_s(b / 2 - a)} s under half of Nchan's)"
+        elif r <= 0.5:
+            verdict = "missed: deliveries lost"
+            missed.append(sc)
+        else:
+            under = sum(1 for v in values(runs, w) if v <= b / 2)
+            verdict = (f"missed by {fmt_s(a - b / 2)} s (half of Nchan's = {fmt_s(b / 2)} s; "
+                       f"{under} of {len(runs)} switchyard runs under it)")
+            missed.append(sc)
+        rows.append((f"one process holds ~19,000 connections and one broadcast reaches all in ≤ ½ "
+                     f"Nchan's time ({name})", measured, verdict))
+
+    lines.append("| target | measured (switchyard vs Nchan) | verdict |")
+    lines.append("|---|---|---|")
+    for t, meas, v in rows:
+        lines.append(f"| {t} | {meas} | {v} |")
+    lines.append("")
+    return missed
+
+
+def limits_section(data, missed, lines):
+    if not missed:
+        return
+    lines.append("## What limits the missed targets")
+    lines.append("")
+    bpc = lambda r: sf(r.fg, "rss_bytes_per_connection")  # noqa: E731
+    if "idle-sse" in missed or "idle-ws" in missed:
+        sse = m(data, "idle-sse", "switchyard", bpc)
+        ws = m(data, "idle-ws", "switchyard", bpc)
+        nsse = m(data, "idle-sse", "nchan", bpc)
+        lines.append(
+            "**Bytes per idle connection.** "
+            + (f"An idle SSE connection costs switchyard {fmt_int(sse)} B of RSS, a WebSocket one "
+               f"{fmt_int(ws)} B (Nchan: {fmt_int(nsse)} B for SSE). " if sse and ws and nsse else "")
+            + "An SSE stream is an HTTP/1.1 response that never ends, so hyper keeps the "
+              "connection's HTTP/1 buffers for its whole life: hyper 1.x starts every "
+              "connection with an 8 KiB read buffer and an 8 KiB header write buffer "
+              "(`INIT_BUFFER_SIZE = 8192` in `hyper/src/proto/h1/io.rs`), 16,384 bytes of "
+              "capacity, which is most of the SSE figure (the generator author's analysis). A "
+              "WebSocket connection leaves hyper's HTTP/1 machinery at the upgrade, consistent "
+              "with its lower figure. Closing the gap for SSE means "
+              "not keeping those buffers for a streaming response: write the SSE stream on the "
+              "upgraded/raw connection after the response head, or shrink the buffers once the "
+              "request is parsed (hyper has no option to release them)."
+            + (" For WebSocket the remaining cost has not been broken down here; a heap "
+               "profile of 10,000 idle connections (e.g. heaptrack or valgrind's massif) "
+               "would show which per-connection allocation to cut." if "idle-ws" in missed else "")
+        )
+        lines.append("")
+    pub_missed = [sc for sc in ("fanout-sse", "fanout-ws") if "publish-" + sc in missed]
+    if pub_missed:
+        parts = []
+        for sc in pub_missed:
+            a = m(data, sc, "switchyard", fg("publish_rate"))
+            s = m(data, sc, "switchyard", lambda r: sf(r.fg, "cpu_delivery_s"))
+            g = m(data, sc, "switchyard", fg("generator_cpu_delivery_s"))
+            w = m(data, sc, "switchyard", fg("delivery_window_s"))
+            pw = m(data, sc, "switchyard", fg("publish_s"))
+            cb = m(data, sc, "switchyard", cores_busy)
+            parts.append(
+                f"{sc}: {fmt_int(a)} publishes/s; the 2,000 events took {fmt_s(pw)} s to be "
+                f"accepted and {fmt_s(w)} s to reach everyone; in that window the server used "
+                f"{fmt_f2(s)} CPU s and the generator {fmt_f2(g)} CPU s, about {fmt_f2(cb)} of the "
+                f"2 cores")
+        busy = [m(data, sc, "switchyard", cores_busy) for sc in pub_missed]
+        sg = [ratio(m(data, sc, "switchyard", fg("generator_cpu_delivery_s")),
+                    m(data, sc, "switchyard", lambda r: sf(r.fg, "cpu_delivery_s"))) for sc in pub_missed]
+        notes = []
+        if all(b is not None and b >= 1.8 for b in busy):
+            notes.append("The two cores are close to saturated while the fan-out runs")
+        if all(x is not None and 0.6 <= x <= 1.6 for x in sg):
+            notes.append("The generator spends about as much CPU as the server")
+        lines.append(
+            "**Publishing under fan-out.** " + "; ".join(parts) + ". "
+            + ("; ".join(notes) + ". " if notes else "")
+            + "The publisher's connection is served by the same two runtime threads (`#[tokio::main]` "
+            "on 2 cores) as the 1,000 busy stream tasks, and each publish wakes every subscriber "
+            "(a `tokio::sync::broadcast` send per event), so the answer to the next publish "
+            "request waits behind a round of 1,000 stream tasks (the generator author's "
+            "finding). The publish itself does not wait for the deliveries (unlike Nchan's), but "
+            "it competes with them for the CPU. What would close it: serving the publish path "
+            "ahead of the stream tasks (a thread of its own, or yielding stream tasks after "
+            "each write), fewer wake-ups per published batch, and a cheaper generator (or a "
+            "second machine) so that the server gets both cores.")
+        lines.append("")
+    for sc, label in (("fanout-sse", "SSE"), ("fanout-ws", "WebSocket")):
+        if sc in missed:
+            lines.append(f"**Fan-out over {label}**: see the table above; the cores-busy row shows "
+                         "whether the two cores were saturated.")
+            lines.append("")
+    if "lowrate" in missed:
+        a = rng(data, "lowrate", "switchyard", lat("p99_ms"), fmt_ms)
+        b = rng(data, "lowrate", "nchan", lat("p99_ms"), fmt_ms)
+        lines.append(
+            f"**Low-rate latency.** The p99 of both servers is a few milliseconds (switchyard "
+            f"{a} ms, Nchan {b} ms over the runs); at 20 events/s neither is loaded, and the "
+            "difference is within the spread between repetitions on this shared 2-core machine.")
+        lines.append("")
+    for sc in [x for x in ("scale", "scale-mixed") if x in missed]:
+        scpu = lambda r: sf(r.fg, "cpu_delivery_s")  # noqa: E731
+        gcpu = fg("generator_cpu_delivery_s")
+        w = fg("delivery_window_s")
+        n = m(data, sc, "switchyard", mixed_total_connected if sc == "scale-mixed" else fg("connected"))
+        fig = {srv: (m(data, sc, srv, w), m(data, sc, srv, scpu), m(data, sc, srv, gcpu)) for srv in SERVERS}
+        desc = "; ".join(
+            f"{LABEL[srv]} {fmt_s(fig[srv][0])} s to the last subscriber, the server using "
+            f"{fmt_f2(fig[srv][1])} CPU s and the generator {fmt_f2(fig[srv][2])} CPU s"
+            for srv in SERVERS if None not in fig[srv])
+        less = (None not in fig["switchyard"] and None not in fig["nchan"]
+                and fig["switchyard"][1] < fig["nchan"][1])
+        lines.append(
+            f"**Broadcast to {fmt_int(n) if n else '?'} ({sc}).** One event is written to every socket. "
+            f"Medians: {desc} (the CPU readings run from the publish until the generator notices "
+            "the last delivery, which with subscriber child processes reporting every 250 ms can "
+            "be a few hundred ms after it, so they are not divided by the time here). "
+            + ("switchyard already spends less server CPU on the broadcast than Nchan; the "
+               "time that remains is the writes to every socket and the generator's reads, "
+               "which share the two cores. " if less else "")
+            + "On loopback about 90% of a delivery's server CPU is kernel TCP work (issue 4), "
+              "and the generator's processes read the same sockets on the same two cores."
+            + (" In the mixed scenario the time is to the last SSE subscriber only (the "
+               "WebSocket half gets the same event at a time the generator does not measure), "
+               "so it is not the same measure as the all-SSE run; the target is judged on "
+               "the all-SSE run, and the mixed figure is shown for both servers alike."
+               if sc == "scale-mixed" else ""))
+        lines.append("")
+
+
+def machine_section(meta, dirpath, lines):
+    mem = meta.get("mem_kb")
+    lines.append("## Machine and versions")
+    lines.append("")
+    lines.append("| | |")
+    lines.append("|---|---|")
+    lines.append(f"| CPU | {meta.get('cpu', '?')} — {meta.get('nproc', '?')} cores (`nproc`) |")
+    if mem:
+        lines.append(f"| memory | {int(mem) / 1024 / 1024:.1f} GiB |")
+    lines.append(f"| kernel | {meta.get('kernel', '?')} |")
+    lines.append(f"| open files (hard limit per process) | {meta.get('nofile', '?')} |")
+    lines.append(f"| nginx | {meta.get('nginx', '?')} |")
+    lines.append(f"| Nchan | libnginx-mod-nchan {meta.get('nchan', '?')} |")
+    lines.append(f"| rustc | {meta.get('rustc', '?')} |")
+    lines.append(f"| switchyard | git {meta.get('git', '?')} |")
+    lines.append("")
+
+
+def commands_section(data, dirpath, lines):
+    lines.append("## Commands")
+    lines.append("")
+    lines.append("```sh")
+    lines.append("REPS=3 bench/compare.sh        # builds, runs everything, then:")
+    lines.append(f"python3 bench/report.py {os.path.relpath(dirpath, REPO) if dirpath.startswith(REPO) else dirpath}")
+    lines.append("```")
+    lines.append("")
+    lines.append(
+        "`bench/compare.sh` builds `cargo build --release` and `cargo build --release -p "
+        "switchyard-bench`, then for each scenario runs the repetitions alternating the two "
+        "servers. Each run starts a fresh server on its own port, passes its pid to the "
+        "generator (`--server-pid`; for nginx the master, whose workers are summed), and "
+        "stops it by that pid afterwards. nginx runs from `bench/nchan.conf` (2 workers, "
+        "`reuseport`, `nchan_message_buffer_length 10000`, subscribers start at the newest "
+        "message) in a prefix directory of its own, never the system service. The exact "
+        "commands of the first repetition of each scenario (the pid and port change per "
+        "run; `DIR` is the per-run nginx prefix):")
+    lines.append("")
+    lines.append("```text")
+    for sc in ORDER:
+        for srv in SERVERS:
+            runs = data.get((sc, srv), [])
+            if runs:
+                lines.append(f"# {sc}, {srv}")
+                for line in runs[0].cmd.splitlines():
+                    lines.append(re.sub(r" --json \S+", " --json <out>", line))
+    lines.append("```")
+    lines.append("")
+
+
+def summary_tsv(data, path):
+    cols = ["scenario", "server", "rep", "connected", "connect_failures", "complete",
+            "missing", "duplicated", "out_of_order", "deliveries_per_s", "p50_ms", "p90_ms",
+            "p99_ms", "max_ms", "publish_rate", "delivery_window_s", "rss_idle_bytes",
+            "rss_connected_bytes", "rss_bytes_per_conn", "pss_bytes_per_conn",
+            "server_cpu_s", "server_cpu_delivery_s", "generator_cpu_s",
+            "generator_cpu_delivery_s", "bg_connected", "bg_received", "bg_rss_bytes_per_conn"]
+    with open(path, "w") as f:
+        f.write("\t".join(cols) + "\n")
+        for sc in ORDER:
+            for srv in SERVERS:
+                for run in data.get((sc, srv), []):
+                    r = run.fg
+                    row = [sc, srv, run.rep, r["connected"], r["connect_failures"], r["complete"],
+                           r["missing"], r["duplicated"], r["out_of_order"],
+                           round(r["deliveries_per_s"]), r["latency"]["p50_ms"],
+                           r["latency"]["p90_ms"], r["latency"]["p99_ms"], r["latency"]["max_ms"],
+                           round(r["publish_rate"]), round(r["delivery_window_s"], 4),
+                           sf(r, "idle", "rss_bytes"), sf(r, "connected", "rss_bytes"),
+                           round(sf(r, "rss_bytes_per_connection") or 0),
+                           round(sf(r, "pss_bytes_per_connection") or 0),
+                           round(sf(r, "cpu_s") or 0, 3), round(sf(r, "cpu_delivery_s") or 0, 3),
+                           round(r["generator_cpu_s"], 3), round(r["generator_cpu_delivery_s"], 3),
+                           run.bg["connected"] if run.bg else "",
+                           run.bg["unexpected"] if run.bg else "",
+                           round(sf(run.bg, "rss_bytes_per_connection") or 0) if run.bg else ""]
+                    f.write("\t".join(str(v) for v in row) + "\n")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", help="a bench/compare.sh results directory")
+    ap.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
+    a = ap.parse_args()
+    dirpath = os.path.abspath(a.dir)
+    data = load(dirpath)
+    if not data:
+        sys.exit(f"report.py: no run reports in {dirpath}")
+    meta = read_kv(os.path.join(dirpath, "machine.txt"))
+    scen_meta = {sc: read_kv(os.path.join(dirpath, f"{sc}.meta")) for sc in ORDER}
+    total = sum(int(v["elapsed_s"]) for v in scen_meta.values() if "elapsed_s" in v)
+    dates = sorted(v["started"] for v in scen_meta.values() if "started" in v)
+
+    lines = []
+    lines.append("# Benchmarks: switchyard vs nginx + Nchan")
+    lines.append("")
+    lines.append(
+        "Generated by `bench/report.py` from the JSON reports of `bench/compare.sh` "
+        f"(raw files in `{os.path.relpath(dirpath, REPO) if dirpath.startswith(REPO) else dirpath}/`, "
+        "kept out of git; `summary.tsv` there has one line per run). "
+        "Both servers ran on loopback on the same 2-core machine as the load generator "
+        "(`switchyard-bench`), which competes with the server for the two cores; the "
+        "tables give the generator's CPU next to the server's. Each cell is the **median** "
+        "over the repetitions with the (min – max) range; the ratio is of the medians. "
+        "Every run used a freshly started server.")
+    lines.append("")
+    date = meta.get("date", "?")
+    lines.append(f"- **Date**: {date[:10]}" + (f" (scenarios started {dates[0]} … {dates[-1]})" if dates else ""))
+    lines.append(f"- **Runs**: {sum(len(v) for v in data.values())} generator runs, "
+                 f"{total} s ({total / 60:.1f} min) of scenarios in all")
+    lines.append("")
+    machine_section(meta, dirpath, lines)
+
+    headline_section(data, lines)
+    missed_lines = []
+    missed = targets_section(data, missed_lines)
+    lines.extend(missed_lines)
+    limits_section(data, missed, lines)
+
+    lines.append("## Scenarios")
+    lines.append("")
+    for sc in ORDER:
+        scenario_section(sc, data, lines)
+
+    commands_section(data, dirpath, lines)
+
+    with open(a.out, "w") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+    summary_tsv(data, os.path.join(dirpath, "summary.tsv"))
+    print(f"report.py: wrote {a.out} and {os.path.join(dirpath, 'summary.tsv')}")
+
+
+if __name__ == "__main__":
+    main()
