@@ -279,8 +279,10 @@ for scenario in $SCENARIOS; do
             run_one "$scenario" "$server" "$rep"
         done
     done
-    printf 'started=%s\nelapsed_s=%s\nreps=%s\n' "$(date -u -d "@$t_scenario" +%Y-%m-%dT%H:%M:%SZ)" \
-        $(($(date +%s) - t_scenario)) "$reps" >"$OUT/$scenario.meta"
+    printf 'started=%s\nelapsed_s=%s\nreps=%s\ngit=%s\n' "$(date -u -d "@$t_scenario" +%Y-%m-%dT%H:%M:%SZ)" \
+        $(($(date +%s) - t_scenario)) "$reps" \
+        "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/src || echo ' (modified)')" \
+        >"$OUT/$scenario.meta"
     log "scenario $scenario done in $(($(date +%s) - t_scenario)) s"
 done
 

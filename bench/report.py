@@ -760,6 +760,16 @@ def main():
     lines.append(f"- **Runs**: {sum(len(v) for v in data.values())} generator runs, "
                  f"{total} s ({total / 60:.1f} min) of scenarios in all")
     lines.append("")
+    # A scenario re-run later records its own revision; name those that differ.
+    base_git = meta.get("git", "?")
+    later = {}
+    for sc, m in scen_meta.items():
+        if m.get("git") and m["git"] != base_git:
+            later.setdefault(m["git"], []).append(sc)
+    if later:
+        meta = dict(meta)
+        meta["git"] = base_git + "".join(
+            f"; re-run at {rev}: {', '.join(scs)}" for rev, scs in sorted(later.items()))
     machine_section(meta, dirpath, lines)
 
     headline_section(data, lines)
