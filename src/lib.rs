@@ -56,6 +56,9 @@ use crate::transport::Transport;
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
 /// and for connections to close, before it returns anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection's first bytes are waited for to choose its runtime; a
+/// connection that sends nothing by then is served on the stream runtime.
+const FIRST_BYTES_WAIT: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Largest HTTP/1 read buffer per connection (hyper's minimum is 8 KiB). Requests here
@@ -246,6 +249,16 @@ pub async fn run(
     // server that holds tens of thousands of streams. Connections are tracked so the
     // drain can wait for them.
     let connections = TaskTracker::new();
+    // Publishing must not wait behind the fan-out it causes: a connection whose first
+    // request is a POST (publish, reports, demo changes) is served on a runtime thread of
+    // its own, which the OS schedules beside the two busy stream threads, instead of
+    // queueing behind up to thousands of woken stream tasks.
+    let api_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("switchyard-api")
+        .enable_all()
+        .build()?;
+    let api = api_runtime.handle().clone();
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -260,25 +273,19 @@ pub async fn run(
             () = state.shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let connection = hyper::server::conn::http1::Builder::new()
-            .max_buf_size(HTTP_MAX_BUF)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-            .with_upgrades();
-        let shutdown = state.shutdown.clone();
+        let (router, shutdown, api) = (router.clone(), state.shutdown.clone(), api.clone());
         connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = shutdown.cancelled() => {
-                    // Finish the response in flight (a stream ends after `reconnect`),
-                    // then close.
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            let post = first_request_is_post(&stream).await;
+            let serve = serve_http1(stream, router, shutdown);
+            if post {
+                let _ = api.spawn(serve).await;
+            } else {
+                serve.await;
             }
         });
     }
+    // The API runtime's last connections are waited for below; its thread ends with it.
+    let api_runtime = ApiRuntime(Some(api_runtime));
     drop(listener);
     tracing::info!(
         open = state
@@ -293,6 +300,7 @@ pub async fn run(
         state.tasks.wait().await;
     })
     .await;
+    drop(api_runtime);
     match drained {
         Ok(()) => tracing::info!("drained; bye"),
         Err(_) => tracing::warn!(
@@ -303,6 +311,44 @@ pub async fn run(
         ),
     }
     Ok(())
+}
+
+/// Shuts a runtime down without blocking (dropping one inside async code panics).
+struct ApiRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ApiRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Serves one connection as HTTP/1.1 (with upgrades) until the peer closes; on shutdown
+/// finishes the response in flight (a stream ends after `reconnect`), then closes.
+async fn serve_http1(stream: tokio::net::TcpStream, router: Router, shutdown: CancellationToken) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(HTTP_MAX_BUF)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Whether the first bytes waiting on a new connection are `POST` (looked at, not read).
+async fn first_request_is_post(stream: &tokio::net::TcpStream) -> bool {
+    let mut head = [0u8; 4];
+    matches!(
+        tokio::time::timeout(FIRST_BYTES_WAIT, stream.peek(&mut head)).await,
+        Ok(Ok(4)) if &head == b"POST"
+    )
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
