@@ -260,8 +260,11 @@ pub struct StallProxy {
 
 #[derive(Default)]
 struct ProxiedConn {
-    /// The last request on this connection was a WebSocket or SSE request.
+    /// The last request on this connection was a WebSocket or SSE request…
     stream: std::sync::atomic::AtomicBool,
+    /// …or a long-poll that has not been answered yet. (An answered poll leaves an idle
+    /// kept-alive connection, which the browser may reuse for anything: not a stream.)
+    waiting_poll: std::sync::atomic::AtomicBool,
     /// Swallow everything the server sends from now on.
     frozen: std::sync::atomic::AtomicBool,
 }
@@ -300,10 +303,11 @@ impl StallProxy {
                             };
                             if buf[..n].starts_with(b"GET ") {
                                 let stream = buf[..n].starts_with(b"GET /v1/ws")
-                                    || buf[..n].starts_with(b"GET /v1/sse")
-                                    || buf[..n].starts_with(b"GET /v1/poll");
+                                    || buf[..n].starts_with(b"GET /v1/sse");
+                                let poll = buf[..n].starts_with(b"GET /v1/poll");
                                 up_state.stream.store(stream, Ordering::SeqCst);
-                                if stream {
+                                up_state.waiting_poll.store(poll, Ordering::SeqCst);
+                                if stream || poll {
                                     stream_counter.fetch_add(1, Ordering::SeqCst);
                                 }
                             }
@@ -322,6 +326,8 @@ impl StallProxy {
                             // Frozen: the bytes are never delivered.
                             continue;
                         }
+                        // A long-poll answer arrives in one piece.
+                        state.waiting_poll.store(false, Ordering::SeqCst);
                         if cw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
@@ -339,18 +345,19 @@ impl StallProxy {
         }
     }
 
-    /// Freezes every event stream open now; later ones pass.
+    /// Freezes every event stream open now (and every long-poll waiting for its answer);
+    /// later ones pass.
     pub fn freeze_open_streams(&self) {
         for conn in self.conns.lock().expect("registry").iter() {
             if let Some(c) = conn.upgrade()
-                && c.stream.load(Ordering::SeqCst)
+                && (c.stream.load(Ordering::SeqCst) || c.waiting_poll.load(Ordering::SeqCst))
             {
                 c.frozen.store(true, Ordering::SeqCst);
             }
         }
     }
 
-    /// WebSocket and SSE requests seen so far.
+    /// WebSocket, SSE and long-poll requests seen so far.
     pub fn stream_requests(&self) -> u64 {
         self.streams.load(Ordering::SeqCst)
     }
