@@ -135,6 +135,16 @@ impl Demo {
     }
 }
 
+impl Project {
+    fn item(&mut self, id: u64) -> Result<&mut Item, ApiError> {
+        let project = self.id;
+        self.items
+            .iter_mut()
+            .find(|i| i.id == id)
+            .ok_or_else(|| not_found(format!("no item {id} in project {project}")))
+    }
+}
+
 impl Data {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
@@ -378,11 +388,7 @@ async fn update_item(
     let d = &mut *guard;
     let project = d.project(pid)?;
     let project_name = project.name.clone();
-    let item = project
-        .items
-        .iter_mut()
-        .find(|i| i.id == iid)
-        .ok_or_else(|| not_found(format!("no item {iid} in project {pid}")))?;
+    let item = project.item(iid)?;
     if let Some(t) = title {
         item.title = t;
     }
@@ -423,11 +429,7 @@ async fn create_comment(
     let d = &mut *guard;
     let id = d.id();
     let project = d.project(pid)?;
-    let item = project
-        .items
-        .iter_mut()
-        .find(|i| i.id == iid)
-        .ok_or_else(|| not_found(format!("no item {iid} in project {pid}")))?;
+    let item = project.item(iid)?;
     if item.comments.len() >= MAX_COMMENTS {
         return Err(ApiError::bad_request(
             "limit",

@@ -127,6 +127,11 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Counts a stream request refused before it opened.
+    pub fn refuse(&self, reason: RefusedReason) {
+        self.refused.get_or_create(&RefusedLabel { reason }).inc();
+    }
+
     /// The registry, for encoding.
     pub fn registry(&self) -> &Registry {
         &self.registry

@@ -27,7 +27,7 @@ use crate::AppState;
 use crate::config::AllowedOrigins;
 use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
-use crate::metrics::{RefusedLabel, RefusedReason, TransportLabel};
+use crate::metrics::{RefusedReason, TransportLabel};
 
 /// Range of the `after_ms` a draining server tells clients to wait before reconnecting.
 /// Spread at random so a restart does not bring every client back at the same instant.
@@ -150,19 +150,14 @@ pub(crate) fn enabled_names(state: &AppState) -> Vec<&'static str> {
     state.config.transports.0.iter().map(|t| t.name()).collect()
 }
 
-/// Refuses a disabled transport with `503` naming what is on.
-fn require(state: &AppState, transport: Transport) -> Result<(), ApiError> {
+/// Refuses `transport` with `503` when the operator switched it off. `named`: whether the
+/// error names it (a plain request on `/v1/stream` asked for no transport in particular).
+fn require(state: &AppState, transport: Transport, named: bool) -> Result<(), ApiError> {
     if state.config.transports.enabled(transport) {
         return Ok(());
     }
-    state
-        .metrics
-        .refused
-        .get_or_create(&RefusedLabel {
-            reason: RefusedReason::disabled,
-        })
-        .inc();
-    Err(unavailable(state, Some(transport)))
+    state.metrics.refuse(RefusedReason::disabled);
+    Err(unavailable(state, named.then_some(transport)))
 }
 
 /// The `503` for a disabled transport (`Some`) or for no usable transport (`None`).
@@ -222,13 +217,7 @@ impl ConnGuard {
             })
             .is_ok();
         if !admitted {
-            state
-                .metrics
-                .refused
-                .get_or_create(&RefusedLabel {
-                    reason: RefusedReason::capacity,
-                })
-                .inc();
+            state.metrics.refuse(RefusedReason::capacity);
             return Err(ApiError::Unavailable {
                 code: "at_capacity",
                 message: format!(
@@ -377,17 +366,7 @@ pub(crate) async fn stream(
         // A WebSocket or SSE client cannot read another transport's answer, so only a
         // plain request falls through to long polling; each is refused if its one
         // transport is off.
-        if !state.config.transports.enabled(transport) {
-            state
-                .metrics
-                .refused
-                .get_or_create(&RefusedLabel {
-                    reason: RefusedReason::disabled,
-                })
-                .inc();
-            let named = (transport != Transport::LongPoll).then_some(transport);
-            return Err(unavailable(&state, named));
-        }
+        require(&state, transport, transport != Transport::LongPoll)?;
         open(&state, transport, &headers, upgrade, query).await
     }
     .await;
@@ -423,7 +402,7 @@ async fn serve_one(
         if transport == Transport::WebSocket && upgrade_stripped(&headers) {
             return Err(stripped_error(&state));
         }
-        require(&state, transport)?;
+        require(&state, transport, true)?;
         open(&state, transport, &headers, upgrade, query).await
     }
     .await;
@@ -439,13 +418,7 @@ async fn open(
 ) -> Result<Response, ApiError> {
     let request = StreamRequest::parse(query, headers)?;
     if let Err(e) = origin_allowed(&state.config.allowed_origins, headers) {
-        state
-            .metrics
-            .refused
-            .get_or_create(&RefusedLabel {
-                reason: RefusedReason::origin,
-            })
-            .inc();
+        state.metrics.refuse(RefusedReason::origin);
         return Err(e);
     }
     if transport == Transport::WebSocket {
