@@ -39,24 +39,11 @@ async fn wait_mode(b: &Browser, mode: &str, transport: &str, limit: Duration) ->
 }
 
 /// Publishes `n` events and waits until the page has them, in order.
-async fn publish_and_see(app_base: &str, b: &Browser, topic: &str, n: u64) -> Vec<String> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+async fn publish_and_see(app: &TestApp, b: &Browser, topic: &str, n: u64) -> Vec<String> {
     let events: Vec<Value> = (0..n)
         .map(|i| json!({"topic": topic, "type": "t", "data": {"i": i}}))
         .collect();
-    let resp: Value = client
-        .post(format!("{app_base}/v1/events"))
-        .json(&events)
-        .send()
-        .await
-        .expect("publish")
-        .json()
-        .await
-        .expect("json");
-    let ids: Vec<String> = serde_json::from_value(resp["ids"].clone()).expect("ids");
+    let ids = app.publish(Value::Array(events)).await;
     let last = ids.last().expect("one id").clone();
     b.wait_for(
         &format!("window.sy.ids().includes('{last}')"),
@@ -88,9 +75,9 @@ async fn degraded_over_sse_when_websocket_is_off_and_off_when_everything_is() {
         .await;
     let ms = wait_mode(&b, "degraded", "sse", Duration::from_secs(10)).await;
     eprintln!("MEASURED websocket-off → degraded/sse: {ms} ms");
-    publish_and_see(&app.base, &b, "a", 5).await;
+    publish_and_see(&app, &b, "a", 5).await;
     // It stays live: nothing falls back further, and later events still arrive.
-    publish_and_see(&app.base, &b, "a", 3).await;
+    publish_and_see(&app, &b, "a", 3).await;
     assert_eq!(b.eval("window.sy.conn.transport").await, "sse");
     app.stop().await;
 
@@ -124,7 +111,7 @@ async fn fall_back_behind_nginx(
     ))
     .await;
     let ms = wait_mode(&b, "degraded", transport, limit).await;
-    publish_and_see(&app.base, &b, "a", 10).await;
+    publish_and_see(&app, &b, "a", 10).await;
     (app, nginx, b, ms)
 }
 
@@ -197,7 +184,7 @@ async fn through_the_shipped_nginx_config_the_client_is_live_on_websocket() {
     .await;
     let ms = wait_mode(&b, "live", "websocket", Duration::from_secs(5)).await;
     eprintln!("MEASURED shipped nginx → websocket: {ms} ms");
-    publish_and_see(&app.base, &b, "a", 10).await;
+    publish_and_see(&app, &b, "a", 10).await;
     // SSE through it streams too (first bytes at once).
     b.open_tab(&format!(
         "{}/client-test.html?topics=a&forget=1&transports=sse",
@@ -205,7 +192,7 @@ async fn through_the_shipped_nginx_config_the_client_is_live_on_websocket() {
     ))
     .await;
     wait_mode(&b, "degraded", "sse", Duration::from_secs(5)).await;
-    publish_and_see(&app.base, &b, "a", 3).await;
+    publish_and_see(&app, &b, "a", 3).await;
     assert!(
         nginx.error_log().lines().all(|l| !l.contains("[error]")),
         "{}",
@@ -235,25 +222,17 @@ async fn a_stalled_stream_is_noticed_and_recovered_without_loss() {
             "degraded"
         };
         wait_mode(&b, mode, transport, Duration::from_secs(5)).await;
-        let before = publish_and_see(&app.base, &b, "s", 3).await;
+        let before = publish_and_see(&app, &b, "s", 3).await;
         let streams_before = proxy.stream_requests();
         proxy.freeze_open_streams();
         // Published while the page's stream is frozen: must arrive after recovery.
-        let during: Value = app
-            .client
-            .post(app.url("/v1/events"))
-            .json(
-                &(0..5)
+        let during = app
+            .publish(Value::Array(
+                (0..5)
                     .map(|i| json!({"topic":"s","type":"t","data":{"i":i}}))
-                    .collect::<Vec<_>>(),
-            )
-            .send()
-            .await
-            .expect("publish")
-            .json()
-            .await
-            .expect("json");
-        let during: Vec<String> = serde_json::from_value(during["ids"].clone()).expect("ids");
+                    .collect(),
+            ))
+            .await;
         let last = during.last().expect("id");
         let (_, took) = b
             .wait_for(
@@ -359,7 +338,7 @@ async fn a_server_restart_ends_in_reconnect_and_reset() {
         .open_tab(&app.url("/client-test.html?topics=r&forget=1"))
         .await;
     wait_mode(&b, "live", "websocket", Duration::from_secs(5)).await;
-    publish_and_see(&app.base, &b, "r", 3).await;
+    publish_and_see(&app, &b, "r", 3).await;
     let sse_tab = b
         .open_tab(&app.url("/client-test.html?topics=r&forget=1&transports=sse"))
         .await;
@@ -592,7 +571,7 @@ async fn waking_up_catches_up_at_once() {
         ))
         .await;
         wait_mode(&b, mode, transport, Duration::from_secs(5)).await;
-        publish_and_see(&app.base, &b, "w", 2).await;
+        publish_and_see(&app, &b, "w", 2).await;
         proxy.freeze_open_streams();
         let ids = app.publish_n("w", 0..3).await;
         b.eval(wake).await;

@@ -156,16 +156,9 @@ async fn sigterm_drains_every_transport_and_exits_in_time() {
         .no_proxy()
         .build()
         .expect("client");
-    let ids: Value = client
-        .post(format!("{base}/v1/events"))
-        .json(&json!({"topic":"d","type":"x"}))
-        .send()
+    let last = publish_at(&client, &base, json!({"topic":"d","type":"x"}))
         .await
-        .expect("publish")
-        .json()
-        .await
-        .expect("json");
-    let last = ids["ids"][0].as_str().expect("id").to_owned();
+        .remove(0);
 
     let mut wss = Vec::new();
     for _ in 0..3 {

@@ -204,15 +204,7 @@ async fn every_transport_off() {
     app.publish_n("a", 0..1).await;
     let status = app.status().await;
     assert_eq!(status["mode"], "off");
-    let m = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let m = app.text("/metrics").await;
     assert!(
         m.contains("switchyard_refused_streams_total{reason=\"disabled\"} 6"),
         "{m}"
@@ -247,15 +239,7 @@ async fn a_stripped_upgrade_is_explained_and_counted() {
         );
     }
     assert_eq!(app.status().await["counters"]["upgrade_stripped"], 2);
-    let m = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let m = app.text("/metrics").await;
     assert!(m.contains("switchyard_upgrade_stripped_total 2"), "{m}");
     // A real upgrade still works.
     let mut ws = Ws::connect(&app.ws_url("/v1/ws?topics=a")).await;

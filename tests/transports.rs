@@ -253,12 +253,7 @@ async fn stream_endpoint_negotiates_by_upgrade_and_accept() {
 #[tokio::test]
 async fn sse_headers_padding_and_first_bytes() {
     let app = spawn_app(|c| c.sse_padding = 2048).await;
-    let resp = app
-        .client
-        .get(app.url("/v1/sse?topics=a"))
-        .send()
-        .await
-        .expect("GET");
+    let resp = app.get("/v1/sse?topics=a").await;
     let h = resp.headers();
     assert_eq!(h["content-type"], "text/event-stream");
     assert_eq!(h["cache-control"], "no-cache, no-transform");
@@ -321,12 +316,7 @@ async fn heartbeats_arrive_at_the_configured_interval() {
     }
     assert_near(&intervals(&times), hb, "WebSocket");
 
-    let resp = app
-        .client
-        .get(app.url("/v1/sse?topics=a"))
-        .send()
-        .await
-        .expect("GET");
+    let resp = app.get("/v1/sse?topics=a").await;
     let mut body = resp.bytes_stream();
     let mut times = Vec::new();
     let mut buf = String::new();
@@ -413,22 +403,17 @@ async fn long_poll_batches_and_continues_where_the_batch_ended() {
 #[tokio::test]
 async fn static_files_demo_switch_and_request_ids() {
     let app = spawn_app(|_| {}).await;
-    let resp = app.client.get(app.url("/")).send().await.expect("GET /");
+    let resp = app.get("/").await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
     assert!(resp.text().await.expect("html").contains("<html"));
-    let resp = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("GET");
+    let resp = app.get("/healthz").await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
     app.stop().await;
 
     let app = spawn_app(|c| c.demo = false).await;
-    let resp = app.client.get(app.url("/")).send().await.expect("GET /");
+    let resp = app.get("/").await;
     assert_eq!(resp.status(), 404);
     assert!(
         resp.text()

@@ -51,6 +51,26 @@ where
     .await
 }
 
+/// Publishes `body` (one event or an array) to the server at `base`; asserts `201` and
+/// returns the ids.
+pub async fn publish_at(client: &reqwest::Client, base: &str, body: Value) -> Vec<String> {
+    let resp = client
+        .post(format!("{base}/v1/events"))
+        .json(&body)
+        .send()
+        .await
+        .expect("publish request");
+    let status = resp.status();
+    let v: Value = resp.json().await.expect("publish answer is JSON");
+    assert_eq!(status, 201, "publish answered {status}: {v}");
+    v["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|i| i.as_str().expect("id is a string").to_owned())
+        .collect()
+}
+
 /// A server running in this process on 127.0.0.1:<ephemeral>.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
@@ -102,22 +122,17 @@ impl TestApp {
 
     /// Publishes `body` (one event or an array) and returns the ids.
     pub async fn publish(&self, body: Value) -> Vec<String> {
-        let resp = self
-            .client
-            .post(self.url("/v1/events"))
-            .json(&body)
-            .send()
-            .await
-            .expect("publish request");
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("publish answer is JSON");
-        assert_eq!(status, 201, "publish answered {status}: {v}");
-        v["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|i| i.as_str().expect("id is a string").to_owned())
-            .collect()
+        publish_at(&self.client, &self.base, body).await
+    }
+
+    /// `GET path`; panics only if the request cannot be made.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// The body of `GET path` as text (e.g. `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        self.get(path).await.text().await.expect("text body")
     }
 
     /// Publishes `n` events `{"n": i}` of type `t` on `topic`, in one request.
