@@ -26,6 +26,7 @@ pub mod error;
 pub mod event;
 pub mod hub;
 pub mod metrics;
+mod serve;
 pub mod transport;
 
 use std::future::Future;
@@ -56,14 +57,8 @@ use crate::transport::Transport;
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
 /// and for connections to close, before it returns anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a new connection's first bytes are waited for to choose its runtime; a
-/// connection that sends nothing by then is served on the stream runtime.
-const FIRST_BYTES_WAIT: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Largest HTTP/1 read buffer per connection (hyper's minimum is 8 KiB). Requests here
-/// are small; publish bodies stream through it.
-const HTTP_MAX_BUF: usize = 16 * 1024;
 /// Longest a non-streaming API request may take.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -244,10 +239,9 @@ pub async fn run(
     });
 
     let router = app(state.clone());
-    // HTTP/1 only, served by hyper directly rather than axum::serve: its
-    // HTTP/1-or-2 auto-detection costs ~50 kB per idle connection, which matters for a
-    // server that holds tens of thousands of streams. Connections are tracked so the
-    // drain can wait for them.
+    // HTTP/1 only, served by hyper directly rather than axum::serve (its HTTP/1-or-2
+    // auto-detection costs ~50 kB per idle connection), and event streams written on the
+    // socket itself (see serve.rs). Connections are tracked so the drain can wait for them.
     let connections = TaskTracker::new();
     // Publishing must not wait behind the fan-out it causes: a connection whose first
     // request is a POST (publish, reports, demo changes) is served on a runtime thread of
@@ -274,15 +268,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let (router, shutdown, api) = (router.clone(), state.shutdown.clone(), api.clone());
-        connections.spawn(async move {
-            let post = first_request_is_post(&stream).await;
-            let serve = serve_http1(stream, router, shutdown);
-            if post {
-                let _ = api.spawn(serve).await;
-            } else {
-                serve.await;
-            }
-        });
+        connections.spawn(serve::connection(stream, router, shutdown, api));
     }
     // The API runtime's last connections are waited for below; its thread ends with it.
     let api_runtime = ApiRuntime(Some(api_runtime));
@@ -322,33 +308,6 @@ impl Drop for ApiRuntime {
             rt.shutdown_background();
         }
     }
-}
-
-/// Serves one connection as HTTP/1.1 (with upgrades) until the peer closes; on shutdown
-/// finishes the response in flight (a stream ends after `reconnect`), then closes.
-async fn serve_http1(stream: tokio::net::TcpStream, router: Router, shutdown: CancellationToken) {
-    let service = hyper_util::service::TowerToHyperService::new(router);
-    let connection = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(HTTP_MAX_BUF)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-        .with_upgrades();
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
-}
-
-/// Whether the first bytes waiting on a new connection are `POST` (looked at, not read).
-async fn first_request_is_post(stream: &tokio::net::TcpStream) -> bool {
-    let mut head = [0u8; 4];
-    matches!(
-        tokio::time::timeout(FIRST_BYTES_WAIT, stream.peek(&mut head)).await,
-        Ok(Ok(4)) if &head == b"POST"
-    )
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

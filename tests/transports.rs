@@ -279,6 +279,123 @@ async fn sse_headers_padding_and_first_bytes() {
     app.stop().await;
 }
 
+/// A raw HTTP/1 connection that has sent `head`.
+async fn raw_request(app: &TestApp, head: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    conn
+}
+
+/// Reads from `conn` into `got` until `done` holds for what came back.
+async fn read_until(
+    conn: &mut tokio::net::TcpStream,
+    got: &mut Vec<u8>,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) {
+    use tokio::io::AsyncReadExt;
+    within(WAIT, what, async {
+        while !done(&String::from_utf8_lossy(got)) {
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "connection closed while waiting for {what}: {:?}",
+                String::from_utf8_lossy(got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+}
+
+/// SSE is written on the socket itself (serve.rs): the stream is delimited by closing
+/// the connection, its bytes equal those of the same stream served by hyper (which an
+/// HTTP/1.0 request still gets), a client that goes away is noticed at once, and an error
+/// on that path is a whole response.
+#[tokio::test]
+async fn event_streams_are_written_on_the_socket() {
+    let app = spawn_app(|_| {}).await;
+    let start = app.status().await["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
+    let path = format!("/v1/sse?topics=t&cursor={start}");
+    let mut direct = raw_request(&app, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+    let mut hyper = raw_request(&app, &format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")).await;
+    let ids = app.publish_n("t", 0..3).await;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let last = format!("id: {}\n", ids[2]);
+    let has_all = |s: &str| s.contains(&last) && s.ends_with("\n\n");
+    read_until(
+        &mut direct,
+        &mut a,
+        "three events on the direct path",
+        has_all,
+    )
+    .await;
+    read_until(&mut hyper, &mut b, "three events served by hyper", has_all).await;
+
+    let split = |got: &[u8]| {
+        let text = String::from_utf8(got.to_vec()).expect("utf8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+        (head.to_ascii_lowercase(), body.to_owned())
+    };
+    let (head_a, body_a) = split(&a);
+    let (head_b, body_b) = split(&b);
+    assert!(head_a.starts_with("http/1.1 200 ok\r\n"), "{head_a}");
+    assert!(
+        head_a.contains("\r\ncontent-type: text/event-stream"),
+        "{head_a}"
+    );
+    assert!(head_a.contains("\r\nconnection: close"), "{head_a}");
+    assert!(!head_a.contains("transfer-encoding"), "{head_a}");
+    assert!(
+        head_b.contains("content-type: text/event-stream"),
+        "{head_b}"
+    );
+    assert!(body_a.contains("\nevent: ready\n"), "{body_a}");
+    assert_eq!(
+        body_a, body_b,
+        "the direct path and hyper send different streams"
+    );
+
+    assert_eq!(app.status().await["transports"]["sse"]["open"], 2);
+    drop(direct);
+    wait_until(
+        WAIT,
+        "the server to notice the direct client left",
+        || async { (app.status().await["transports"]["sse"]["open"] == 1).then_some(()) },
+    )
+    .await;
+    drop(hyper);
+
+    let mut bad = raw_request(&app, "GET /v1/sse?topics= HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut got = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        within(
+            WAIT,
+            "the whole error answer, then the close",
+            bad.read_to_end(&mut got),
+        )
+        .await
+        .expect("read");
+    }
+    let (head, body) = split(&got);
+    assert!(head.starts_with("http/1.1 400 bad request\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let error: Value = serde_json::from_str(&body).expect("JSON error");
+    assert_eq!(error["error"]["code"], "invalid_topic");
+    app.stop().await;
+}
+
 fn intervals(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
 }

@@ -326,7 +326,7 @@ fn stripped_error(state: &AppState) -> ApiError {
 
 /// Whether `Accept` names `text/event-stream` explicitly (with q > 0). `*/*` does not
 /// count, so plain curl gets long-poll JSON.
-fn accepts_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
