@@ -34,6 +34,10 @@
 #   scale-mixed  9,500 idle WebSocket subscribers (a background generator) plus 9,500
 #                SSE subscribers that time one event; the WebSocket side only counts
 #                that its subscribers got it (no timing)
+#   scale-100k   100,000 idle SSE subscribers from this one machine (seven generator
+#                processes over seven source addresses), then one event to all. Nchan
+#                only, with 8 workers: one switchyard process holds at most ~19,000
+#                under the 20,000-file limit (several come with the multi-node work)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,7 +45,7 @@ cd "$ROOT"
 
 REPS=${REPS:-3}
 SCALE_REPS=${SCALE_REPS:-$REPS}
-ALL_SCENARIOS="idle-sse idle-ws fanout-sse fanout-ws longpoll lowrate scale scale-mixed"
+ALL_SCENARIOS="idle-sse idle-ws fanout-sse fanout-ws longpoll lowrate scale scale-mixed scale-100k"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d)}
 PORT=${PORT_BASE:-18100}
@@ -118,8 +122,9 @@ start_server() {
         local dir=$WORK/nginx-$name
         rm -rf "$dir"
         mkdir -p "$dir"
-        sed -e "s#{{DIR}}#$dir#g" -e "s#{{PORT}}#$port#g" "$NCHAN_CONF" >"$dir/nginx.conf"
-        SERVER_CMD="$NGINX -p DIR -c DIR/nginx.conf -e DIR/error.log  (DIR/nginx.conf = bench/nchan.conf with {{DIR}}, {{PORT}}=$port)"
+        sed -e "s#{{DIR}}#$dir#g" -e "s#{{PORT}}#$port#g" -e "s#{{WORKERS}}#$(nchan_workers "$name")#g" \
+            "$NCHAN_CONF" >"$dir/nginx.conf"
+        SERVER_CMD="$NGINX -p DIR -c DIR/nginx.conf -e DIR/error.log  (DIR/nginx.conf = bench/nchan.conf with {{DIR}}, {{PORT}}=$port, {{WORKERS}}=$(nchan_workers "$name"))"
         # daemon off (in the config): $! is the master; the generator sums its workers.
         "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$OUT/$name.server.log" 2>&1 &
         SERVER_PID=$!
@@ -143,6 +148,23 @@ stop_server() {
     fi
 }
 
+# nginx workers for a run: 2 (like switchyard's two runtime threads), but 8 to hold
+# 100,000 connections under the 20,000-file limit per process.
+nchan_workers() {
+    case $1 in
+    scale-100k.*) echo 8 ;;
+    *) echo 2 ;;
+    esac
+}
+
+# Which servers run a scenario.
+servers_for() {
+    case $1 in
+    scale-100k) echo nchan ;;
+    *) echo "$SERVERS" ;;
+    esac
+}
+
 # The generator's flags for a scenario (the server, URL, pid and JSON are added later).
 scenario_args() {
     case $1 in
@@ -154,6 +176,7 @@ scenario_args() {
     lowrate) echo "--transport sse --subscribers 100 --events 200 --rate 20" ;;
     scale) echo "--transport sse --subscribers 19000 --events 1 --hold 2" ;;
     scale-mixed) echo "--transport sse --subscribers 9500 --events 1 --hold 2 --source-ip 127.0.0.21" ;;
+    scale-100k) echo "--transport sse --subscribers 100000 --events 1 --hold 2" ;;
     esac
 }
 # The background generator of scale-mixed: idle WebSocket subscribers that stay
@@ -275,7 +298,7 @@ for scenario in $SCENARIOS; do
     log "scenario $scenario: $(scenario_args "$scenario") ($reps reps per server)"
     t_scenario=$(date +%s)
     for ((rep = 1; rep <= reps; rep++)); do
-        for server in $SERVERS; do
+        for server in $(servers_for "$scenario"); do
             run_one "$scenario" "$server" "$rep"
         done
     done
