@@ -10,6 +10,7 @@
 //!   mod.rs        /v1/stream content negotiation, switches, origin check, connection cap
 //!   ws.rs sse.rs longpoll.rs
 //! api.rs          publish, negotiate, reports, status, metrics, health
+//! serve.rs        one connection: hyper, the API thread, or an SSE stream on the socket
 //! metrics.rs      counters and gauges behind /v1/status and /metrics
 //! config.rs       SWITCHYARD_* environment variables, --help
 //! error.rs        ApiError → {"error":{"code","message"}}

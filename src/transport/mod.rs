@@ -195,6 +195,46 @@ pub(crate) fn disabled_reason(state: &AppState, transport: Transport) -> Option<
         .then_some("disabled by operator (SWITCHYARD_TRANSPORTS)")
 }
 
+/// When a stream owes its client a heartbeat: after `every` without a write.
+///
+/// Writes only record the time; the one timer is re-armed when it fires early, so a busy
+/// stream does not insert and remove a timer entry per delivery.
+pub(crate) struct Heartbeat {
+    every: std::time::Duration,
+    last: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Heartbeat {
+    pub(crate) fn new(every: std::time::Duration) -> Heartbeat {
+        let last = tokio::time::Instant::now();
+        Heartbeat {
+            every,
+            last,
+            timer: Box::pin(tokio::time::sleep_until(last + every)),
+        }
+    }
+
+    /// Something was just written: the next heartbeat is due `every` from now.
+    pub(crate) fn wrote(&mut self) {
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// Resolves when a heartbeat is due. Cancel-safe.
+    pub(crate) async fn due(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            let due = self.last + self.every;
+            if tokio::time::Instant::now() >= due {
+                // Until the caller writes it; then `wrote` moves `last` on.
+                self.timer.as_mut().reset(due + self.every);
+                return;
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
+}
+
 /// Counts one open stream; dropping it closes the count. At most
 /// `SWITCHYARD_MAX_CONNECTIONS` exist at once.
 pub(crate) struct ConnGuard {
@@ -444,6 +484,31 @@ async fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A heartbeat is due `every` after the last write, however many writes came before.
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_is_due_after_silence_only() {
+        let start = tokio::time::Instant::now();
+        let mut heartbeat = Heartbeat::new(Duration::from_secs(10));
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            heartbeat.wrote();
+        }
+        heartbeat.due().await;
+        let first = start.elapsed();
+        assert!(
+            first >= Duration::from_secs(22) && first < Duration::from_millis(22_010),
+            "due at {first:?}, want 12 s + 10 s"
+        );
+        heartbeat.wrote();
+        heartbeat.due().await;
+        let second = start.elapsed() - first;
+        assert!(
+            second >= Duration::from_secs(10) && second < Duration::from_millis(10_010),
+            "next due {second:?} later, want 10 s"
+        );
+    }
 
     fn accept(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -10,9 +10,8 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::time::{Instant, sleep_until};
 
-use super::{ConnGuard, Ready, Reconnect, StreamRequest, Transport, to_json};
+use super::{ConnGuard, Heartbeat, Ready, Reconnect, StreamRequest, Transport, to_json};
 use crate::hub::Item;
 
 /// `retry:` sent at the start of a stream: how long a bare `EventSource` waits before
@@ -50,7 +49,7 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
         // Keeps the stream counted for as long as the body lives.
         let guard = guard;
         yield Ok::<Bytes, Infallible>(head);
-        let mut next_heartbeat = Instant::now() + heartbeat;
+        let mut due = Heartbeat::new(heartbeat);
         loop {
             tokio::select! {
                 biased;
@@ -67,11 +66,11 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
                     guard.delivered.inc_by(events);
                     yield Ok(chunk);
                 }
-                () = sleep_until(next_heartbeat) => {
+                () = due.due() => {
                     yield Ok(Bytes::from_static(HEARTBEAT));
                 }
             }
-            next_heartbeat = Instant::now() + heartbeat;
+            due.wrote();
         }
     };
 

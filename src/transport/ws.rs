@@ -12,9 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::timeout;
 
-use super::{ConnGuard, Ready, Reconnect, StreamRequest, Transport, to_json};
+use super::{ConnGuard, Heartbeat, Ready, Reconnect, StreamRequest, Transport, to_json};
 use crate::event::{Cursor, TopicSet};
 use crate::hub::{Item, Subscription};
 
@@ -132,7 +132,7 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
     if sink.send(op("ready", &ready)).await.is_err() {
         return CloseReason::SocketError;
     }
-    let mut next_heartbeat = Instant::now() + heartbeat;
+    let mut due = Heartbeat::new(heartbeat);
 
     loop {
         let outcome = tokio::select! {
@@ -192,7 +192,7 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
                     }
                 }
             },
-            () = sleep_until(next_heartbeat) => {
+            () = due.due() => {
                 match timeout(SEND_TIMEOUT, sink.send(Message::Text(HEARTBEAT))).await {
                     Ok(Ok(())) => Step::Continue,
                     Ok(Err(_)) => Step::End(CloseReason::SocketError),
@@ -216,7 +216,7 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
             }
             Step::End(reason) => return reason,
         }
-        next_heartbeat = Instant::now() + heartbeat;
+        due.wrote();
     }
 }
 
