@@ -234,8 +234,14 @@ fn response_head(response: &Response<()>, content_length: Option<usize>) -> Vec<
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // What hyper adds to every response (RFC 9110 §6.6.1: an origin server with a clock
+    // sends `date`).
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in response.headers() {
         if name == header::CONTENT_LENGTH
+            || name == header::DATE
             || name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
         {

@@ -352,6 +352,7 @@ async fn event_streams_are_written_on_the_socket() {
         "{head_a}"
     );
     assert!(head_a.contains("\r\nconnection: close"), "{head_a}");
+    assert!(head_a.contains("\r\ndate: "), "{head_a}");
     assert!(!head_a.contains("transfer-encoding"), "{head_a}");
     assert!(
         head_b.contains("content-type: text/event-stream"),
