@@ -87,7 +87,6 @@ struct Inner {
     /// Guards the log for a few lines at a time; never held across `.await`. A std mutex
     /// (not tokio's) because every critical section is short and synchronous.
     log: Mutex<Log>,
-    tx: broadcast::Sender<Arc<Event>>,
     counters: HubCounters,
 }
 
@@ -107,9 +106,16 @@ struct Log {
     entries: VecDeque<(Instant, Arc<Event>)>,
     /// Sequence number the next published event gets. Starts at 1.
     next_seq: u64,
+    /// The live fan-out; `None` once the hub is closed (its receivers then see the end).
+    tx: Option<broadcast::Sender<Arc<Event>>>,
 }
 
 impl Log {
+    /// A receiver of the live fan-out, or `None` when the hub is closed.
+    fn live(&self) -> Option<broadcast::Receiver<Arc<Event>>> {
+        self.tx.as_ref().map(broadcast::Sender::subscribe)
+    }
+
     fn head(&self) -> u64 {
         self.next_seq - 1
     }
@@ -190,8 +196,8 @@ impl Hub {
                 log: Mutex::new(Log {
                     entries: VecDeque::new(),
                     next_seq: 1,
+                    tx: Some(tx),
                 }),
-                tx,
                 counters: HubCounters::default(),
             }),
         }
@@ -234,7 +240,10 @@ impl Hub {
 
     /// Number of live (non-catching-up) subscriptions attached to the broadcast.
     pub fn live_receivers(&self) -> usize {
-        self.inner.tx.receiver_count()
+        self.lock()
+            .tx
+            .as_ref()
+            .map_or(0, broadcast::Sender::receiver_count)
     }
 
     /// Appends events to the log (contiguous cursors, in order) and fans them out.
@@ -259,13 +268,22 @@ impl Hub {
             log.entries.push_back((now, event.clone()));
             // Sent under the lock: this is what closes the replay/live seam (module doc).
             // An error only means nobody is listening live right now.
-            let _ = self.inner.tx.send(event.clone());
+            if let Some(tx) = &log.tx {
+                let _ = tx.send(event.clone());
+            }
             out.push(event);
         }
         log.evict(&self.inner.config, now);
         drop(log);
         self.inner.counters.published.inc_by(out.len() as u64);
         out
+    }
+
+    /// Ends every subscription: each hands out what it has not yet taken, then `None`.
+    /// Subscriptions made afterwards replay from the log, then end. Used by the drain, so
+    /// that streams need not watch a shared shutdown signal on every delivery.
+    pub fn close(&self) {
+        self.lock().tx = None;
     }
 
     /// Subscribes to `topics`, replaying everything after `cursor` (or from now when
@@ -340,11 +358,11 @@ impl Subscription {
             self.pos = head;
         }
         self.pending.clear();
-        self.rx = if self.pos == head {
-            Some(hub.inner.tx.subscribe())
-        } else {
-            None
-        };
+        self.rx = None;
+        self.closed = false;
+        if self.pos == head {
+            self.go_live(&log);
+        }
         drop(log);
         if let Some(reason) = reason {
             self.set_reset(reason);
@@ -415,7 +433,7 @@ impl Subscription {
         if self.pos + 1 < first {
             // Fell out of retention while lagging.
             self.pos = log.head();
-            self.rx = Some(hub.inner.tx.subscribe());
+            self.go_live(&log);
             drop(log);
             self.set_reset(ResetReason::CursorExpired);
             return;
@@ -428,7 +446,7 @@ impl Subscription {
             .map(|(_, e)| e.clone())
             .collect();
         if end == log.entries.len() {
-            self.rx = Some(hub.inner.tx.subscribe());
+            self.go_live(&log);
         }
         drop(log);
         for event in batch {
@@ -467,18 +485,29 @@ impl Subscription {
         }
     }
 
+    /// Joins the live fan-out at the head of `log` (held locked), or ends when the hub is
+    /// closed.
+    fn go_live(&mut self, log: &Log) {
+        self.rx = log.live();
+        self.closed = self.rx.is_none();
+    }
+
     fn lagged(&mut self) {
         self.hub.inner.counters.lagged.inc();
         self.rx = None;
     }
 
-    /// The next item, waiting for one. `None` only when the hub is gone.
+    /// The next item, waiting for one. `None` once the hub is closed and everything
+    /// before the close was handed out.
     ///
     /// Cancel-safe: the only await point is `broadcast::Receiver::recv`.
     pub async fn next(&mut self) -> Option<Item> {
         loop {
             if let Some(item) = self.try_next() {
                 return Some(item);
+            }
+            if self.closed {
+                return None;
             }
             let rx = self.rx.as_mut()?;
             match rx.recv().await {
@@ -534,6 +563,36 @@ mod tests {
         hub.publish(vec![ev("b", 6), ev("a", 7)]);
         assert_eq!(seqs(&drain(&mut sub)), vec![7]);
         assert_eq!(sub.cursor(), format!("{}-7", hub.epoch()));
+    }
+
+    #[test]
+    fn close_ends_subscriptions_after_what_they_have_not_taken() {
+        let hub = Hub::new(HubConfig::default());
+        let mut live = hub.subscribe(topics("a"), None);
+        hub.publish(vec![ev("a", 1), ev("a", 2)]);
+        hub.close();
+        assert_eq!(seqs(&drain(&mut live)), vec![1, 2]);
+        assert!(live.try_next().is_none());
+        // A subscription made after the close replays from the log, then ends.
+        let start = Cursor::parse(&format!("{}-0", hub.epoch())).expect("cursor");
+        let mut late = hub.subscribe(topics("a"), Some(&start));
+        assert_eq!(seqs(&drain(&mut late)), vec![1, 2]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let ended = tokio::time::timeout(Duration::from_secs(5), async {
+                (live.next().await.is_none(), late.next().await.is_none())
+            })
+            .await;
+            assert_eq!(
+                ended.ok(),
+                Some((true, true)),
+                "next() must end after close"
+            );
+        });
+        assert_eq!(hub.live_receivers(), 0);
     }
 
     #[test]

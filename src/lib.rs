@@ -71,7 +71,9 @@ pub struct AppState {
     pub hub: Hub,
     /// Counters and gauges.
     pub metrics: Metrics,
-    /// Cancelled when the server starts draining; every stream watches it.
+    /// Cancelled when the server starts draining. Connections and waiting long polls
+    /// watch it; WebSocket and SSE streams learn of the drain from their subscription
+    /// ([`Hub::close`]), so no shared signal is polled per delivery.
     pub shutdown: CancellationToken,
     /// WebSocket sessions (spawned by the upgrade, invisible to axum's graceful shutdown).
     pub tasks: TaskTracker,
@@ -233,10 +235,13 @@ pub async fn run(
         static_dir = %static_dir.display(),
         "switchyard listening"
     );
-    let token = state.shutdown.clone();
+    let drain = state.clone();
     tokio::spawn(async move {
         shutdown.await;
-        token.cancel();
+        drain.shutdown.cancel();
+        // Streams learn of the drain from their subscription (no shared signal polled
+        // per delivery): each says `reconnect` once it has handed out what it had.
+        drain.hub.close();
     });
 
     let router = app(state.clone());

@@ -31,7 +31,6 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
     let state = guard.state().clone();
     let heartbeat = state.config.heartbeat.get();
     let mut sub = state.hub.subscribe(request.topics, request.cursor.as_ref());
-    let shutdown = state.shutdown.clone();
 
     let mut head = BytesMut::new();
     head.put_slice(format!("retry: {RETRY_MS}\n").as_bytes());
@@ -52,16 +51,15 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
         let mut due = Heartbeat::new(heartbeat);
         loop {
             tokio::select! {
-                biased;
-                () = shutdown.cancelled() => {
-                    let reconnect = Reconnect::shutdown();
-                    let mut buf = BytesMut::new();
-                    control(&mut buf, "reconnect", &sub.cursor(), &to_json(&reconnect));
-                    yield Ok(buf.freeze());
-                    break;
-                }
                 item = sub.next() => {
-                    let Some(item) = item else { break };
+                    let Some(item) = item else {
+                        // The hub closes only when the server drains (`Hub::close`).
+                        let reconnect = Reconnect::shutdown();
+                        let mut buf = BytesMut::new();
+                        control(&mut buf, "reconnect", &sub.cursor(), &to_json(&reconnect));
+                        yield Ok(buf.freeze());
+                        break;
+                    };
                     let (chunk, events) = coalesce(item, &mut sub);
                     guard.delivered.inc_by(events);
                     yield Ok(chunk);

@@ -2,8 +2,8 @@
 //!
 //! Server → client: `ready`, `event`, `heartbeat`, `reset`, `reconnect`, `subscribed`,
 //! `pong`, `error`. Client → server: `subscribe`, `unsubscribe`, `ping`. The session is
-//! one task: a `select!` over the subscription, the socket, the heartbeat timer and the
-//! shutdown token. It is registered with the server's `TaskTracker` before the upgrade
+//! one task: a `select!` over the subscription (which ends when the server drains), the
+//! socket and the heartbeat timer. It is registered with the server's `TaskTracker` before the upgrade
 //! completes, so shutdown waits for it (axum#3003).
 
 use std::time::Duration;
@@ -49,7 +49,6 @@ enum CloseReason {
     SlowConsumer,
     BadFrame(&'static str),
     SocketError,
-    HubClosed,
 }
 
 impl CloseReason {
@@ -60,7 +59,6 @@ impl CloseReason {
             CloseReason::SlowConsumer => "client stopped reading (send timeout)",
             CloseReason::BadFrame(code) => code,
             CloseReason::SocketError => "socket error",
-            CloseReason::HubClosed => "event source closed",
         }
     }
 }
@@ -136,15 +134,6 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
 
     loop {
         let outcome = tokio::select! {
-            biased;
-            () = state.shutdown.cancelled() => {
-                let reconnect = Reconnect::shutdown();
-                let _ = timeout(Duration::from_secs(1), async {
-                    sink.feed(op("reconnect", &reconnect)).await?;
-                    sink.send(close(close_code::RESTART, "server restarting")).await
-                }).await;
-                return CloseReason::Shutdown;
-            }
             frame = stream.next() => match frame {
                 None => return CloseReason::ClientClosed,
                 Some(Ok(Message::Close(_))) => {
@@ -165,7 +154,15 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
                 Some(Ok(message)) => handle(message, &mut sub).await,
             },
             item = sub.next() => match item {
-                None => Step::End(CloseReason::HubClosed),
+                None => {
+                    // The hub closes only when the server drains (`Hub::close`).
+                    let reconnect = Reconnect::shutdown();
+                    let _ = timeout(Duration::from_secs(1), async {
+                        sink.feed(op("reconnect", &reconnect)).await?;
+                        sink.send(close(close_code::RESTART, "server restarting")).await
+                    }).await;
+                    return CloseReason::Shutdown;
+                }
                 Some(item) => {
                     let mut events = 0;
                     let mut frames = 0;
