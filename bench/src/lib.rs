@@ -385,6 +385,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         duplicated: total.dups,
         out_of_order: total.ooo,
         unexpected: total.unexpected,
+        unexpected_max_latency_ms: total.unexpected_max_us as f64 / 1000.0,
         resets: total.resets,
         complete: total.failed == 0
             && total.connected == args.subscribers

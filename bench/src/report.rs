@@ -119,6 +119,11 @@ pub struct Report {
     pub out_of_order: u64,
     /// Payloads with a sequence number outside the run (another run on the topic).
     pub unexpected: u64,
+    /// Longest time from an unexpected event's send time to its receipt, ms: how long the
+    /// event of another run on the topic took to reach these subscribers (the background
+    /// half of a mixed run).
+    #[serde(default)]
+    pub unexpected_max_latency_ms: f64,
     /// `reset` messages received.
     pub resets: u64,
     /// Whether every subscriber connected and got every event once, in order.
@@ -219,6 +224,13 @@ impl Report {
                 self.publish_rate,
                 self.publish_requests,
                 self.publish_failed
+            );
+        }
+        if self.unexpected > 0 {
+            let _ = writeln!(
+                s,
+                "  other runs    {} events of another run on the topic, the slowest {:.2} ms after it was sent",
+                self.unexpected, self.unexpected_max_latency_ms
             );
         }
         if let Some(f) = &self.server_figures {

@@ -81,6 +81,7 @@ pub struct Tracker {
     dups: u64,
     ooo: u64,
     unexpected: u64,
+    unexpected_max_us: u64,
     latencies: Vec<u64>,
     last_us: u64,
 }
@@ -98,6 +99,7 @@ impl Tracker {
             dups: 0,
             ooo: 0,
             unexpected: 0,
+            unexpected_max_us: 0,
             latencies: Vec::new(),
             last_us: 0,
         }
@@ -109,6 +111,7 @@ impl Tracker {
         self.last_us = now_us;
         if n >= self.expected {
             self.unexpected += 1;
+            self.unexpected_max_us = self.unexpected_max_us.max(now_us.saturating_sub(t_us));
             return;
         }
         let (w, bit) = ((n / 64) as usize, 1u64 << (n % 64));
@@ -149,6 +152,10 @@ impl Tracker {
         add(&shared.dups, &mut self.dups);
         add(&shared.ooo, &mut self.ooo);
         add(&shared.unexpected, &mut self.unexpected);
+        shared.unexpected_max_us.fetch_max(
+            std::mem::take(&mut self.unexpected_max_us),
+            Ordering::Relaxed,
+        );
         shared
             .last_delivery_us
             .fetch_max(self.last_us, Ordering::Relaxed);
@@ -177,6 +184,9 @@ pub struct Shared {
     pub ooo: AtomicU64,
     /// Payloads with a sequence number outside 0..M (another run on the same topic).
     pub unexpected: AtomicU64,
+    /// Longest send-to-receipt time of those, microseconds (the background subscribers
+    /// of a mixed run time the event with it).
+    pub unexpected_max_us: AtomicU64,
     /// `reset` control messages (switchyard: history incomplete).
     pub resets: AtomicU64,
     /// When the last event arrived, microseconds since the epoch.
@@ -206,6 +216,7 @@ impl Shared {
             dups: AtomicU64::new(0),
             ooo: AtomicU64::new(0),
             unexpected: AtomicU64::new(0),
+            unexpected_max_us: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             last_delivery_us: AtomicU64::new(0),
             hist: Mutex::new(new_histogram()),
@@ -237,6 +248,7 @@ impl Shared {
             dups: l(&self.dups),
             ooo: l(&self.ooo),
             unexpected: l(&self.unexpected),
+            unexpected_max_us: l(&self.unexpected_max_us),
             resets: l(&self.resets),
             last_delivery_us: l(&self.last_delivery_us),
             cpu_s: 0.0,
@@ -310,6 +322,9 @@ pub struct Snapshot {
     pub ooo: u64,
     /// Sequence numbers outside the run's range.
     pub unexpected: u64,
+    /// Longest send-to-receipt time of those, microseconds.
+    #[serde(default)]
+    pub unexpected_max_us: u64,
     /// Reset messages.
     pub resets: u64,
     /// Last delivery, microseconds since the epoch.
@@ -331,6 +346,7 @@ impl Snapshot {
         self.dups += o.dups;
         self.ooo += o.ooo;
         self.unexpected += o.unexpected;
+        self.unexpected_max_us = self.unexpected_max_us.max(o.unexpected_max_us);
         self.resets += o.resets;
         self.last_delivery_us = self.last_delivery_us.max(o.last_delivery_us);
         self.cpu_s += o.cpu_s;
@@ -388,13 +404,15 @@ mod tests {
         t.record(2, 10, 20);
         t.record(1, 10, 20); // out of order
         t.record(1, 10, 20); // duplicate
-        t.record(7, 10, 20); // unexpected
+        t.record(7, 10, 20); // unexpected, 10 µs on the way
+        t.record(9, 10, 45); // unexpected, 35 µs
         t.flush(&shared);
         let s = shared.snapshot();
         assert_eq!(
             (s.delivered, s.unique, s.ooo, s.dups, s.unexpected),
-            (5, 3, 1, 1, 1)
+            (6, 3, 1, 1, 2)
         );
+        assert_eq!(s.unexpected_max_us, 35, "slowest unexpected event");
         let r = shared.result(0.0);
         let mut h = new_histogram();
         add_pairs(&mut h, &r.hist);
