@@ -119,7 +119,9 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
     let state = guard.state().clone();
     let heartbeat = state.config.heartbeat.get();
     let mut sub = state.hub.subscribe(request.topics, request.cursor.as_ref());
-    let (mut sink, mut stream) = socket.split();
+    // One owner for both directions: `select!` drops the read future before a handler
+    // writes, so no lock between split halves is needed on every frame.
+    let mut socket = socket;
 
     let ready = Ready {
         cursor: sub.cursor(),
@@ -127,26 +129,26 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
         heartbeat_ms: heartbeat.as_millis() as u64,
         topics: sub.topics(),
     };
-    if sink.send(op("ready", &ready)).await.is_err() {
+    if socket.send(op("ready", &ready)).await.is_err() {
         return CloseReason::SocketError;
     }
     let mut due = Heartbeat::new(heartbeat);
 
     loop {
         let outcome = tokio::select! {
-            frame = stream.next() => match frame {
+            frame = socket.next() => match frame {
                 None => return CloseReason::ClientClosed,
                 Some(Ok(Message::Close(_))) => {
                     // The codec queued the echo of the client's close frame; send it so
                     // the client sees a clean close with its own code.
-                    let _ = timeout(Duration::from_secs(1), sink.flush()).await;
+                    let _ = timeout(Duration::from_secs(1), socket.flush()).await;
                     return CloseReason::ClientClosed;
                 }
                 Some(Err(e)) => {
                     // The codec refuses messages over MAX_CODEC_MESSAGE with an error.
                     let text = e.to_string();
                     if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-                        return refuse(&mut sink, close_code::SIZE, "frame_too_large",
+                        return refuse(&mut socket, close_code::SIZE, "frame_too_large",
                             &format!("client frames are limited to {MAX_CLIENT_FRAME} bytes")).await;
                     }
                     return CloseReason::SocketError;
@@ -158,8 +160,8 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
                     // The hub closes only when the server drains (`Hub::close`).
                     let reconnect = Reconnect::shutdown();
                     let _ = timeout(Duration::from_secs(1), async {
-                        sink.feed(op("reconnect", &reconnect)).await?;
-                        sink.send(close(close_code::RESTART, "server restarting")).await
+                        socket.feed(op("reconnect", &reconnect)).await?;
+                        socket.send(close(close_code::RESTART, "server restarting")).await
                     }).await;
                     return CloseReason::Shutdown;
                 }
@@ -173,13 +175,13 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
                             events += u64::from(matches!(next, Item::Event(_)));
                             let message = frame(next);
                             bytes += message_len(&message);
-                            sink.feed(message).await?;
+                            socket.feed(message).await?;
                             frames += 1;
                             if frames < MAX_COALESCE_FRAMES && bytes < MAX_COALESCE_BYTES {
                                 item = sub.try_next();
                             }
                         }
-                        sink.flush().await
+                        socket.flush().await
                     }).await;
                     guard.delivered.inc_by(events);
                     match fed {
@@ -190,7 +192,7 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
                 }
             },
             () = due.due() => {
-                match timeout(SEND_TIMEOUT, sink.send(Message::Text(HEARTBEAT))).await {
+                match timeout(SEND_TIMEOUT, socket.send(Message::Text(HEARTBEAT))).await {
                     Ok(Ok(())) => Step::Continue,
                     Ok(Err(_)) => Step::End(CloseReason::SocketError),
                     Err(_) => Step::End(CloseReason::SlowConsumer),
@@ -200,7 +202,7 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
         match outcome {
             Step::Continue => {}
             Step::Reply(message) => {
-                if sink.send(message).await.is_err() {
+                if socket.send(message).await.is_err() {
                     return CloseReason::SocketError;
                 }
             }
@@ -209,7 +211,7 @@ async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -
                 error,
                 message,
             } => {
-                return refuse(&mut sink, code, error, &message).await;
+                return refuse(&mut socket, code, error, &message).await;
             }
             Step::End(reason) => return reason,
         }
