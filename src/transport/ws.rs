@@ -3,8 +3,8 @@
 //! Server → client: `ready`, `event`, `heartbeat`, `reset`, `reconnect`, `subscribed`,
 //! `pong`, `error`. Client → server: `subscribe`, `unsubscribe`, `ping`. The session is
 //! one task: a `select!` over the subscription (which ends when the server drains), the
-//! socket and the heartbeat timer. It is registered with the server's `TaskTracker` before the upgrade
-//! completes, so shutdown waits for it (axum#3003).
+//! socket and the heartbeat timer. It is registered with the server's `TaskTracker`
+//! before the upgrade completes, so shutdown waits for it (axum#3003).
 
 use std::time::Duration;
 
