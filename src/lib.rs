@@ -138,7 +138,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 
     // Streams: no timeout and no body limit layers (they would cut or buffer them).
     let streams = Router::new()
-        .route("/v1/stream", get(transport::stream))
+        .route(transport::STREAM_PATH, get(transport::stream))
         .route(Transport::WebSocket.path(), get(transport::dedicated))
         .route(Transport::Sse.path(), get(transport::dedicated))
         .route(Transport::LongPoll.path(), get(transport::dedicated));

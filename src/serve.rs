@@ -22,14 +22,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use axum::http::response::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::transport::{Transport, accepts_event_stream, ws::SEND_TIMEOUT};
+use crate::transport::{STREAM_PATH, Transport, accepts_event_stream, ws::SEND_TIMEOUT};
 
 /// How long a new connection's first bytes are waited for to choose how to serve it; a
 /// connection that sends nothing by then is served by hyper on the stream runtime.
@@ -140,7 +141,7 @@ fn parse_event_stream_head(bytes: &[u8]) -> Option<(Request<Body>, usize)> {
     }
     let wants_events = match uri.path() {
         p if p == Transport::Sse.path() => true,
-        "/v1/stream" => accepts_event_stream(&map),
+        STREAM_PATH => accepts_event_stream(&map),
         _ => false,
     };
     if !wants_events {
@@ -180,23 +181,21 @@ async fn event_stream(
         let Ok(body) = axum::body::to_bytes(body, MAX_DIRECT_ANSWER).await else {
             return;
         };
-        let mut out = response_head(&Response::from_parts(parts, ()), Some(body.len()));
+        let mut out = response_head(&parts, Some(body.len()));
         out.extend_from_slice(&body);
-        let _ = tokio::time::timeout(SEND_TIMEOUT, stream.write_all(&out)).await;
-        let _ = stream.shutdown().await;
+        if send(&mut stream, &out).await {
+            let _ = stream.shutdown().await;
+        }
         return;
     }
 
     let mut frames = body.into_data_stream();
     // The head and the first frame (`retry`, padding, `ready`) in one write.
-    let mut first = response_head(&Response::from_parts(parts, ()), None);
+    let mut first = response_head(&parts, None);
     if let Some(Ok(frame)) = frames.next().await {
         first.extend_from_slice(&frame);
     }
-    if !matches!(
-        tokio::time::timeout(SEND_TIMEOUT, stream.write_all(&first)).await,
-        Ok(Ok(()))
-    ) {
+    if !send(&mut stream, &first).await {
         return;
     }
     drop(first);
@@ -208,11 +207,8 @@ async fn event_stream(
         tokio::select! {
             frame = frames.next() => {
                 let Some(Ok(frame)) = frame else { break };
-                // A reader that takes nothing for this long is gone or stuck: drop it
-                // (its subscription was already bounded by the log).
-                match tokio::time::timeout(SEND_TIMEOUT, writer.write_all(&frame)).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
+                if !send(&mut writer, &frame).await {
+                    return;
                 }
             }
             read = reader.read(&mut scratch) => match read {
@@ -224,10 +220,20 @@ async fn event_stream(
     let _ = writer.shutdown().await;
 }
 
-/// `HTTP/1.1` status line and headers for `response`, ending the head. The body is
+/// Writes all of `bytes`; `false` if the socket failed or the reader took nothing for
+/// [`SEND_TIMEOUT`] (it is gone or stuck: drop it; its subscription was bounded by the
+/// log all along).
+async fn send(writer: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, writer.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// `HTTP/1.1` status line and headers of a response, ending the head. The body is
 /// `content_length` bytes, or runs until the connection closes.
-fn response_head(response: &Response<()>, content_length: Option<usize>) -> Vec<u8> {
-    let status = response.status();
+fn response_head(parts: &Parts, content_length: Option<usize>) -> Vec<u8> {
+    let status = parts.status;
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -239,7 +245,7 @@ fn response_head(response: &Response<()>, content_length: Option<usize>) -> Vec<
     out.extend_from_slice(b"date: ");
     out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in response.headers() {
+    for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH
             || name == header::DATE
             || name == header::TRANSFER_ENCODING

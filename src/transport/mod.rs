@@ -29,6 +29,10 @@ use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
 use crate::metrics::{RefusedReason, TransportLabel};
 
+/// The content-negotiated stream endpoint (SPEC §4.2); each transport also has its own
+/// ([`Transport::path`]).
+pub const STREAM_PATH: &str = "/v1/stream";
+
 /// Range of the `after_ms` a draining server tells clients to wait before reconnecting.
 /// Spread at random so a restart does not bring every client back at the same instant.
 pub const RECONNECT_AFTER_MS: std::ops::RangeInclusive<u64> = 250..=3000;
