@@ -71,9 +71,9 @@ pub struct AppState {
     pub hub: Hub,
     /// Counters and gauges.
     pub metrics: Metrics,
-    /// Cancelled when the server starts draining. Connections and waiting long polls
-    /// watch it; WebSocket and SSE streams learn of the drain from their subscription
-    /// ([`Hub::close`]), so no shared signal is polled per delivery.
+    /// Cancelled when the server starts draining; hyper connections watch it. Streams
+    /// and long polls learn of the drain from their subscription ([`Hub::close`]), so no
+    /// shared signal is polled per delivery.
     pub shutdown: CancellationToken,
     /// WebSocket sessions (spawned by the upgrade, invisible to axum's graceful shutdown).
     pub tasks: TaskTracker,

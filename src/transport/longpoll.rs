@@ -26,20 +26,17 @@ pub(crate) async fn serve(guard: ConnGuard, request: StreamRequest) -> Result<Re
     answer.collect(&mut sub, batch);
     let mut reconnect = None;
     if answer.is_empty() {
-        if state.shutdown.is_cancelled() {
-            reconnect = Some(Reconnect::shutdown());
-        } else {
-            tokio::select! {
-                biased;
-                () = state.shutdown.cancelled() => reconnect = Some(Reconnect::shutdown()),
-                item = sub.next() => {
-                    if let Some(item) = item {
-                        answer.push(item);
-                        answer.collect(&mut sub, batch);
-                    }
+        tokio::select! {
+            item = sub.next() => match item {
+                Some(item) => {
+                    answer.push(item);
+                    answer.collect(&mut sub, batch);
                 }
-                () = tokio::time::sleep(wait) => {}
-            }
+                // The hub closes only when the server drains (`Hub::close`), as for the
+                // streams; a poll made during the drain gets here at once.
+                None => reconnect = Some(Reconnect::shutdown()),
+            },
+            () = tokio::time::sleep(wait) => {}
         }
     }
     guard.delivered.inc_by(answer.events.len() as u64);
