@@ -303,13 +303,7 @@ async fn a_stalled_reader_costs_bounded_memory() {
         let events: Vec<Value> = (chunk * 500..chunk * 500 + 500)
             .map(|n| json!({"topic":"m","type":"x","data":{"n":n,"pad":pad}}))
             .collect();
-        let resp = client
-            .post(format!("{base}/v1/events"))
-            .json(&events)
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(resp.status(), 201);
+        publish_at(&client, &base, Value::Array(events)).await;
         peak = peak.max(server.rss_kib());
     }
     let growth_mib = (peak.saturating_sub(before)) / 1024;
