@@ -117,6 +117,15 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("websocket"),
             );
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read, so the connection cannot carry another
+            // request: say so, or a client that pools it sends its next request into a
+            // connection the server is closing (as nginx does for its 413).
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -156,6 +156,14 @@ async fn bad_publish_bodies() {
             "{}",
             &body[..body.len().min(80)]
         );
+        if *status == 413 {
+            // The unread rest of the body ends the connection; a client must not reuse it.
+            assert_eq!(
+                resp.headers().get("connection").map(|v| v.as_bytes()),
+                Some(&b"close"[..]),
+                "413 must close the connection"
+            );
+        }
         let v: Value = resp.json().await.expect("error is JSON");
         assert_eq!(v["error"]["code"], *code, "{v}");
         let msg = v["error"]["message"].as_str().expect("message");
