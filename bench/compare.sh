@@ -21,6 +21,10 @@
 #   PORT_BASE    first TCP port; each run takes the next one (default 18100)
 #   NO_BUILD=1   skip cargo build
 #   NO_REPORT=1  do not run bench/report.py at the end
+#   SERVERS      which servers (default "switchyard nchan"; the scale scenario also runs
+#                the bare fan-out server, switchyard-bare, unless BARE=0)
+#   BIN_SERVER   the switchyard binary (default target/release/switchyard), e.g. to
+#                compare two builds: SERVERS=switchyard BIN_SERVER=/tmp/old …
 #
 # Scenarios:
 #   idle-sse     10,000 idle SSE subscribers: bytes per connection
@@ -30,10 +34,12 @@
 #   longpoll     1,000 long-pollers x 1,000 events, as fast as possible
 #   lowrate      100 SSE subscribers, 20 events/s for 10 s: latency
 #   scale        19,000 idle SSE subscribers (two generator processes), then one event
-#                to all of them: time until the last has it, RSS
+#                to all of them: time until the last has it, RSS. Also run against
+#                switchyard-bare, a fan-out with nothing but one write per subscriber:
+#                the floor of this broadcast on this machine
 #   scale-mixed  9,500 idle WebSocket subscribers (a background generator) plus 9,500
-#                SSE subscribers that time one event; the WebSocket side only counts
-#                that its subscribers got it (no timing)
+#                SSE subscribers that time one event; the WebSocket side records when
+#                its slowest subscriber got it
 #   scale-100k   100,000 idle SSE subscribers from this one machine (seven generator
 #                processes over seven source addresses), then one event to all. Nchan
 #                only, with 8 workers: one switchyard process holds at most ~19,000
@@ -49,10 +55,12 @@ ALL_SCENARIOS="idle-sse idle-ws fanout-sse fanout-ws longpoll lowrate scale scal
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d)}
 PORT=${PORT_BASE:-18100}
-SERVERS="switchyard nchan"
+SERVERS=${SERVERS:-switchyard nchan}
 
-BIN_SERVER=$ROOT/target/release/switchyard
-BIN_BENCH=$ROOT/target/release/switchyard-bench
+BIN_SERVER=${BIN_SERVER:-$ROOT/target/release/switchyard}
+BIN_BENCH=${BIN_BENCH:-$ROOT/target/release/switchyard-bench}
+BIN_BARE=$(dirname "$BIN_BENCH")/switchyard-bare
+BARE=${BARE:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
 NCHAN_CONF=$ROOT/bench/nchan.conf
 
@@ -118,6 +126,11 @@ start_server() {
             "$BIN_SERVER" >"$OUT/$name.server.log" 2>&1 &
         SERVER_PID=$!
         ;;
+    bare)
+        SERVER_CMD="$BIN_BARE --addr 127.0.0.1:$port"
+        "$BIN_BARE" --addr "127.0.0.1:$port" >"$OUT/$name.server.log" 2>&1 &
+        SERVER_PID=$!
+        ;;
     nchan)
         local dir=$WORK/nginx-$name
         rm -rf "$dir"
@@ -161,6 +174,8 @@ nchan_workers() {
 servers_for() {
     case $1 in
     scale-100k) echo nchan ;;
+    # The floor: one blocking write per subscriber and nothing else (bench/src/bare.rs).
+    scale) echo "$SERVERS$([[ $BARE == 1 ]] && echo ' bare')" ;;
     *) echo "$SERVERS" ;;
     esac
 }
@@ -216,7 +231,10 @@ run_one() {
     local url=http://127.0.0.1:$port
     start_server "$server" "$port" "$name"
     local args
-    args="$(scenario_args "$scenario") --server $server --url $url --server-pid $SERVER_PID --timeout 300"
+    # The bare server speaks the part of Nchan's protocol the generator uses.
+    local flavor=$server
+    [[ $server == bare ]] && flavor=nchan
+    args="$(scenario_args "$scenario") --server $flavor --url $url --server-pid $SERVER_PID --timeout 300"
     local bg_cmd=""
     if [[ $scenario == scale-mixed ]]; then
         # Both generators on one topic; the background one also reads the server's
@@ -267,7 +285,7 @@ if [[ ${NO_BUILD:-} != 1 ]]; then
     cargo build --release --quiet
     cargo build --release --quiet -p switchyard-bench
 fi
-[[ -x $BIN_SERVER && -x $BIN_BENCH ]] || die "release binaries missing"
+[[ -x $BIN_SERVER && -x $BIN_BENCH && -x $BIN_BARE ]] || die "release binaries missing"
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/switchyard-compare.XXXXXX)

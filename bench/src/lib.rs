@@ -13,9 +13,11 @@
 //! pool.rs     subscribers in this process, or spread over child processes
 //! procfs.rs   RSS, Pss and CPU of a process tree; load average
 //! report.rs   the report and its summary
+//! bare.rs     a bare fan-out server: the floor of a broadcast (switchyard-bare)
 //! ```
 
 pub mod args;
+pub mod bare;
 pub mod net;
 pub mod pool;
 pub mod procfs;

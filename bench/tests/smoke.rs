@@ -154,3 +154,17 @@ async fn child_processes_merge_their_results() {
     assert_eq!(v["latency"]["count"], 1000, "{v}");
     server.stop().await;
 }
+
+/// The bare fan-out server (the floor of the scale scenario) serves the generator's
+/// Nchan protocol: every event reaches every subscriber once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bare_server_delivers_everything() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    // Serves until the test process ends.
+    std::thread::spawn(move || switchyard_bench::bare::serve(listener, 2));
+    let mut a = args(&url, Transport::Sse);
+    a.server = switchyard_bench::Flavor::Nchan;
+    let report = switchyard_bench::run(a).await.expect("run");
+    assert_complete(&report);
+}
