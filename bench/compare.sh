@@ -24,7 +24,10 @@
 #   SERVERS      which servers (default "switchyard nchan"; the scale scenario also runs
 #                the bare fan-out server, switchyard-bare, unless BARE=0)
 #   BIN_SERVER   the switchyard binary (default target/release/switchyard), e.g. to
-#                compare two builds: SERVERS=switchyard BIN_SERVER=/tmp/old …
+#                compare two builds: SERVERS=switchyard BARE=0 BIN_SERVER=/tmp/old …
+#   BIN_BENCH    the generator (default target/release/switchyard-bench)
+#   BIN_BARE     the bare fan-out server (default target/release/switchyard-bare)
+#   BARE=0       do not run the bare fan-out server in the scale scenario
 #
 # Scenarios:
 #   idle-sse     10,000 idle SSE subscribers: bytes per connection
@@ -59,7 +62,7 @@ SERVERS=${SERVERS:-switchyard nchan}
 
 BIN_SERVER=${BIN_SERVER:-$ROOT/target/release/switchyard}
 BIN_BENCH=${BIN_BENCH:-$ROOT/target/release/switchyard-bench}
-BIN_BARE=$(dirname "$BIN_BENCH")/switchyard-bare
+BIN_BARE=${BIN_BARE:-$ROOT/target/release/switchyard-bare}
 BARE=${BARE:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
 NCHAN_CONF=$ROOT/bench/nchan.conf
@@ -285,7 +288,8 @@ if [[ ${NO_BUILD:-} != 1 ]]; then
     cargo build --release --quiet
     cargo build --release --quiet -p switchyard-bench
 fi
-[[ -x $BIN_SERVER && -x $BIN_BENCH && -x $BIN_BARE ]] || die "release binaries missing"
+[[ -x $BIN_SERVER && -x $BIN_BENCH ]] || die "release binaries missing"
+[[ $BARE != 1 || -x $BIN_BARE ]] || die "$BIN_BARE missing (or BARE=0)"
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/switchyard-compare.XXXXXX)

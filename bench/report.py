@@ -739,17 +739,21 @@ def floor_text(data, sc, w, scpu, n):
         f"tasks, no shared state), took {fmt_s(fl)} s (runs {rng(data, sc, FLOOR, w, fmt_s)}), "
         f"{fmt_ratio(ratio(fl, nc))} of Nchan's time; switchyard took "
         f"{fmt_ratio(ratio(sy, fl))} of the floor's.{per} "
-        "A longer measurement of the same (19,000 SSE subscribers × 50 events at 5/s, "
+        "Measured beside it (19,000 SSE subscribers × 50 events at 5/s, "
         "`switchyard-bench --transport sse --subscribers 19000 --events 50 --rate 5`, two runs "
-        "each, 2026-11-26) gave server CPU per delivery of 11.9 – 12.4 µs for switchyard with "
-        "its two runtime threads, 10.6 µs with one (`TOKIO_WORKER_THREADS=1`, where one core "
-        "does all the writing and the broadcast takes longer) and 10.4 µs for the bare "
-        "fan-out: what switchyard spends beyond the floor is two threads sharing its delivery "
-        "path (the broadcast channel's slot and waiter list, the event's reference counts, the "
-        "scheduler's queues), not work per event. What would remove it is a thread-per-core "
-        "layout: one runtime and one fan-out per core, as nginx's workers have, so that a "
-        "delivery touches nothing another core writes."
+        "each, 2026-11-26): server CPU per delivery 11.9 – 12.4 µs for switchyard with its two "
+        "runtime threads, 10.6 µs with one (`TOKIO_WORKER_THREADS=1`; then one core does all "
+        "the writing and the broadcast takes longer), 10.4 µs for the bare fan-out: the 1.5 – 2 µs "
+        "over the floor come with the second runtime thread, which shares the delivery path "
+        "(the broadcast channel, the event's reference counts, the scheduler's queues). Tried "
+        "and not kept: one "
+        "current-thread runtime per core, each with its own relay of the hub and its own copy of "
+        "every event, cut that to 11.4 – 11.7 µs, but the single broadcast timed here got slower "
+        "(0.200 – 0.309 s against 0.193 – 0.242 s, 4 alternating runs each): without work "
+        "stealing, the thread whose core the generator's processes take finishes last (the bare "
+        "fan-out splits its subscribers the same static way). "
     )
+
 
 def machine_section(meta, dirpath, lines):
     mem = meta.get("mem_kb")
