@@ -21,13 +21,13 @@
 #   PORT_BASE    first TCP port; each run takes the next one (default 18100)
 #   NO_BUILD=1   skip cargo build
 #   NO_REPORT=1  do not run bench/report.py at the end
-#   SERVERS      which servers (default "switchyard nchan"; the scale scenario also runs
-#                the bare fan-out server, switchyard-bare, unless BARE=0)
+#   SERVERS      which servers (default "switchyard nchan"; the two scale scenarios also
+#                run the bare fan-out server, switchyard-bare, unless BARE=0)
 #   BIN_SERVER   the switchyard binary (default target/release/switchyard), e.g. to
 #                compare two builds: SERVERS=switchyard BARE=0 BIN_SERVER=/tmp/old …
 #   BIN_BENCH    the generator (default target/release/switchyard-bench)
 #   BIN_BARE     the bare fan-out server (default target/release/switchyard-bare)
-#   BARE=0       do not run the bare fan-out server in the scale scenario
+#   BARE=0       do not run the bare fan-out server in the scale scenarios
 #
 # Scenarios:
 #   idle-sse     10,000 idle SSE subscribers: bytes per connection
@@ -42,7 +42,7 @@
 #                the floor of this broadcast on this machine
 #   scale-mixed  9,500 idle WebSocket subscribers (a background generator) plus 9,500
 #                SSE subscribers that time one event; the WebSocket side records when
-#                its slowest subscriber got it
+#                its slowest subscriber got it. Also run against switchyard-bare
 #   scale-100k   100,000 idle SSE subscribers from this one machine (seven generator
 #                processes over seven source addresses), then one event to all. Nchan
 #                only, with 8 workers: one switchyard process holds at most ~19,000
@@ -178,7 +178,7 @@ servers_for() {
     case $1 in
     scale-100k) echo nchan ;;
     # The floor: one blocking write per subscriber and nothing else (bench/src/bare.rs).
-    scale) echo "$SERVERS$([[ $BARE == 1 ]] && echo ' bare')" ;;
+    scale | scale-mixed) echo "$SERVERS$([[ $BARE == 1 ]] && echo ' bare')" ;;
     *) echo "$SERVERS" ;;
     esac
 }
@@ -243,7 +243,7 @@ run_one() {
         # Both generators on one topic; the background one also reads the server's
         # memory, from the fresh process (idle) to its 9,500 WebSocket connections.
         args="$args --topic $name"
-        local bg_args="$MIXED_BG_ARGS --topic $name --server $server --url $url --server-pid $SERVER_PID --timeout 300"
+        local bg_args="$MIXED_BG_ARGS --topic $name --server $flavor --url $url --server-pid $SERVER_PID --timeout 300"
         bg_cmd="$BIN_BENCH $bg_args --json $OUT/$name.bg.json"
         # shellcheck disable=SC2086
         "$BIN_BENCH" $bg_args --json "$OUT/$name.bg.json" >"$OUT/$name.bg.log" 2>&1 &

@@ -293,7 +293,9 @@ SCENARIOS = {
                     "timing it to the last SSE subscriber; the background generator records "
                     "when the slowest of its WebSocket subscribers got the same event, from "
                     "the send time embedded in it (one clock). The time to the last "
-                    "subscriber is the later of the two."),
+                    "subscriber is the later of the two. The last column is the floor, "
+                    "`switchyard-bare`, with the same two generators (its WebSockets get one "
+                    "unmasked text frame per event, written like its SSE frames)."),
     "scale-100k": ("The generator at 100,000 connections (Nchan only)", SCALE,
                    "100,000 SSE subscribers opened from this one machine by seven generator "
                    "processes, each bound to its own source address (127.0.0.2 … 127.0.0.8: a "
@@ -701,14 +703,15 @@ def limits_section(data, missed, lines):
             + (f"Per delivery that is {fmt_f2(1e6 * fig['switchyard'][1] / n)} µs of server CPU "
                f"for switchyard and {fmt_f2(1e6 * fig['nchan'][1] / n)} µs for Nchan. "
                if n and None not in fig["switchyard"] and None not in fig["nchan"] else "")
-            + "Profiled separately (`perf record -a` over 19,000 SSE subscribers × 30 "
+            + ("Profiled separately (`perf record -a` over 19,000 SSE subscribers × 30 "
               "events at 3/s, 2026-11-25): about 80% of either server's samples are in the "
               "kernel (switchyard 78% and 81% in two runs, Nchan 81%), nearly all under the "
               "one `sendto` per subscriber, which on loopback also runs the receiving "
               "socket's TCP processing and wakes the generator's thread (the largest single "
               "item, 9% of all samples). The generator's processes read the same sockets on "
               "the same two cores: the broadcast is CPU-bound, its time about (server CPU + "
-              "generator CPU) / 2. "
+              "generator CPU) / 2. " if sc == "scale" else
+               "As above, the broadcast is CPU-bound on the two cores the generators share. ")
             + floor_text(data, sc, w, scpu, n)
             + (" In the mixed run switchyard's slowest WebSocket subscriber had the event after "
                f"{fmt_s(m(data, 'scale-mixed', 'switchyard', ws_last_s))} s and its last SSE one after "
@@ -717,7 +720,7 @@ def limits_section(data, missed, lines):
                f"{fmt_s(m(data, 'scale-mixed', 'nchan', fg('delivery_window_s')))} s); both transports "
                "make one `sendto` per subscriber per event (counted with `strace -c`: 12,000 for "
                "2,000 subscribers × 6 events, WebSocket and SSE alike), so the mixed broadcast "
-               "costs about what the all-SSE one does, and the same floor applies. A WebSocket "
+               "costs switchyard about what the all-SSE one does. A WebSocket "
                "frame still goes through axum's and tungstenite's layers (a copy into the "
                "codec's buffer and a flush) where SSE writes the event's shared bytes straight "
                "onto the socket."
@@ -736,12 +739,7 @@ def floor_text(data, sc, w, scpu, n):
     per = (f" On this one broadcast the floor used {fmt_f2(1e6 * fcpu / n)} µs of server CPU per "
            f"delivery, switchyard {fmt_f2(1e6 * ycpu / n)} µs (the first broadcast after the ramp; "
            "over many in a row both cost less, see below)." if n and fcpu and ycpu else "")
-    return (
-        f"The floor, measured in the same runs: `switchyard-bare` (`bench/src/bare.rs`), which "
-        f"does nothing but one blocking write per subscriber from two threads (no log, no "
-        f"tasks, no shared state), took {rng(data, sc, FLOOR, w, fmt_s)} s, "
-        f"{fmt_ratio(ratio(fl, nc))} of Nchan's time; switchyard took "
-        f"{fmt_ratio(ratio(sy, fl))} of the floor's.{per} "
+    side = "" if sc != "scale" else (
         "Measured beside it (19,000 SSE subscribers × 50 events at 5/s, "
         "`switchyard-bench --transport sse --subscribers 19000 --events 50 --rate 5`, two runs "
         "each, 2026-11-26): server CPU per delivery 11.9 – 12.4 µs for switchyard with its two "
@@ -755,6 +753,13 @@ def floor_text(data, sc, w, scpu, n):
         "(0.200 – 0.309 s against 0.193 – 0.242 s, 4 alternating runs each): without work "
         "stealing, the thread whose core the generator's processes take finishes last (the bare "
         "fan-out splits its subscribers the same static way). "
+    )
+    return (
+        f"The floor, measured in the same runs: `switchyard-bare` (`bench/src/bare.rs`), which "
+        f"does nothing but one blocking write per subscriber from two threads (no log, no "
+        f"tasks, no shared state), took {rng(data, sc, FLOOR, w, fmt_s)} s, "
+        f"{fmt_ratio(ratio(fl, nc))} of Nchan's time; switchyard took "
+        f"{fmt_ratio(ratio(sy, fl))} of the floor's.{per} " + side
     )
 
 

@@ -2,13 +2,14 @@
 //! subscriber.
 //!
 //! It speaks the subset of Nchan's protocol the generator uses (`--server nchan`):
-//! `GET /sub/<topic>` opens an event stream, `POST /pub/<topic>` sends its body as one
-//! `data:` frame to every open stream. The streams are split over `threads` shards; a
+//! `GET /sub/<topic>` opens an event stream (or, with WebSocket upgrade headers, a
+//! WebSocket), `POST /pub/<topic>` sends its body as one SSE `data:` frame to every open
+//! event stream and as one text frame to every WebSocket. The streams are split over `threads` shards; a
 //! publish writes the frame to each shard's sockets from one thread per shard, with
 //! plain blocking writes, then answers `200`. No log, no cursors, no topics (every stream
 //! gets every publish), no heartbeats, no limits: what is left is the kernel's cost of
 //! one TCP send per subscriber and the machine's scheduling, which any server pays.
-//! `bench/compare.sh` runs it beside switchyard and Nchan in the scale scenario, so the
+//! `bench/compare.sh` runs it beside switchyard and Nchan in the scale scenarios, so the
 //! report can say how far either is from the floor on this machine.
 //!
 //! Not a server to use for anything else: one thread per publishing connection, and a
@@ -29,25 +30,38 @@ const MAX_HEADERS: usize = 32;
 const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
 cache-control: no-cache\r\nconnection: close\r\n\r\n";
 
+/// What a subscriber's socket carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sse,
+    WebSocket,
+}
+
 /// The open streams, split into shards.
-struct Shards(Vec<Mutex<Vec<TcpStream>>>);
+struct Shards(Vec<Mutex<Vec<(TcpStream, Kind)>>>);
 
 impl Shards {
-    fn lock(&self, i: usize) -> MutexGuard<'_, Vec<TcpStream>> {
+    fn lock(&self, i: usize) -> MutexGuard<'_, Vec<(TcpStream, Kind)>> {
         self.0[i % self.0.len()]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes `frame` to every stream, one thread per shard; drops streams whose write
-    /// fails. Returns how many streams got it.
-    fn broadcast(&self, frame: &[u8]) -> usize {
+    /// Writes `body` to every stream (framed for its kind), one thread per shard; drops
+    /// streams whose write fails. Returns how many streams got it.
+    fn broadcast(&self, body: &[u8]) -> usize {
+        let sse = [b"data: ", body, b"\n\n"].concat();
+        let ws = ws_text_frame(body);
+        let (sse, ws) = (&sse, &ws);
         std::thread::scope(|scope| {
             let threads: Vec<_> = (0..self.0.len())
                 .map(|i| {
                     scope.spawn(move || {
                         let mut streams = self.lock(i);
-                        streams.retain(|mut s| s.write_all(frame).is_ok());
+                        streams.retain(|(s, kind)| {
+                            let frame = if *kind == Kind::Sse { sse } else { ws };
+                            (&*s).write_all(frame).is_ok()
+                        });
                         streams.len()
                     })
                 })
@@ -74,7 +88,18 @@ pub fn serve(listener: TcpListener, threads: usize) {
         match read_request(&mut stream, &mut buf) {
             Ok(Some(Request::Subscribe)) => {
                 if stream.write_all(STREAM_HEAD).is_ok() {
-                    shards.lock(next).push(stream);
+                    shards.lock(next).push((stream, Kind::Sse));
+                    next += 1;
+                }
+            }
+            Ok(Some(Request::WebSocket { key })) => {
+                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+                let head = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                     connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+                );
+                if stream.write_all(head.as_bytes()).is_ok() {
+                    shards.lock(next).push((stream, Kind::WebSocket));
                     next += 1;
                 }
             }
@@ -100,11 +125,7 @@ pub fn serve(listener: TcpListener, threads: usize) {
 fn publisher(mut stream: TcpStream, mut body: Vec<u8>, mut buf: Vec<u8>, shards: &Shards) {
     let _ = stream.set_read_timeout(None);
     loop {
-        let mut frame = Vec::with_capacity(body.len() + 8);
-        frame.extend_from_slice(b"data: ");
-        frame.extend_from_slice(&body);
-        frame.extend_from_slice(b"\n\n");
-        let got = shards.broadcast(&frame);
+        let got = shards.broadcast(&body);
         let answer = format!("{{\"subscribers\":{got}}}");
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -128,7 +149,27 @@ fn publisher(mut stream: TcpStream, mut body: Vec<u8>, mut buf: Vec<u8>, shards:
 
 enum Request {
     Subscribe,
+    WebSocket { key: Vec<u8> },
     Publish(Vec<u8>),
+}
+
+/// An unmasked, final text frame (server to client) carrying `payload`.
+fn ws_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    frame.push(0x81);
+    match payload.len() {
+        n @ 0..=125 => frame.push(n as u8),
+        n @ 126..=0xffff => {
+            frame.push(126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    frame
 }
 
 /// Reads one request from `stream` (`buf` keeps bytes read past it). `Ok(None)` when
@@ -147,18 +188,27 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Requ
         match request.parse(buf) {
             Ok(httparse::Status::Complete(head_len)) => {
                 let path = request.path.unwrap_or("");
-                let length = request
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                let header = |name: &str| {
+                    request
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value)
+                };
+                let length = header("content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
                     .unwrap_or(0usize);
-                return match (request.method, path) {
-                    (Some("GET"), p) if p.starts_with("/sub/") => {
+                let ws_key = header("sec-websocket-key").map(<[u8]>::to_vec);
+                return match (request.method, path, ws_key) {
+                    (Some("GET"), p, Some(key)) if p.starts_with("/sub/") => {
+                        buf.drain(..head_len);
+                        Ok(Some(Request::WebSocket { key }))
+                    }
+                    (Some("GET"), p, None) if p.starts_with("/sub/") => {
                         buf.drain(..head_len);
                         Ok(Some(Request::Subscribe))
                     }
-                    (Some("POST"), p) if p.starts_with("/pub/") => {
+                    (Some("POST"), p, _) if p.starts_with("/pub/") => {
                         if length > MAX_REQUEST {
                             return refuse("413 Content Too Large", "body too large\n");
                         }

@@ -155,16 +155,21 @@ async fn child_processes_merge_their_results() {
     server.stop().await;
 }
 
-/// The bare fan-out server (the floor of the scale scenario) serves the generator's
-/// Nchan protocol: every event reaches every subscriber once, in order.
+/// The bare fan-out server (the floor of the scale scenarios) serves the generator's
+/// Nchan protocol over SSE and WebSocket: every event reaches every subscriber once, in
+/// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bare_server_delivers_everything() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     // Serves until the test process ends.
     std::thread::spawn(move || switchyard_bench::bare::serve(listener, 2));
-    let mut a = args(&url, Transport::Sse);
-    a.server = switchyard_bench::Flavor::Nchan;
-    let report = switchyard_bench::run(a).await.expect("run");
-    assert_complete(&report);
+    for transport in [Transport::Sse, Transport::Ws] {
+        let mut a = args(&url, transport);
+        a.server = switchyard_bench::Flavor::Nchan;
+        let report = switchyard_bench::run(a)
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        assert_complete(&report);
+    }
 }
