@@ -738,7 +738,8 @@ def floor_text(data, sc, w, scpu, n):
     fcpu, ycpu = m(data, sc, FLOOR, scpu), m(data, sc, "switchyard", scpu)
     per = (f" On this one broadcast the floor used {fmt_f2(1e6 * fcpu / n)} µs of server CPU per "
            f"delivery, switchyard {fmt_f2(1e6 * ycpu / n)} µs (the first broadcast after the ramp; "
-           "over many in a row both cost less, see below)." if n and fcpu and ycpu else "")
+           f"over many in a row both cost less, see {'below' if sc == 'scale' else 'above'})."
+           if n and fcpu and ycpu else "")
     side = "" if sc != "scale" else (
         "Measured beside it (19,000 SSE subscribers × 50 events at 5/s, "
         "`switchyard-bench --transport sse --subscribers 19000 --events 50 --rate 5`, two runs "
@@ -760,7 +761,7 @@ def floor_text(data, sc, w, scpu, n):
         f"tasks, no shared state), took {rng(data, sc, FLOOR, w, fmt_s)} s, "
         f"{fmt_ratio(ratio(fl, nc))} of Nchan's time; switchyard took "
         f"{fmt_ratio(ratio(sy, fl))} of the floor's.{per} " + side
-    )
+    ).rstrip()
 
 
 def machine_section(meta, dirpath, lines):
