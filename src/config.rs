@@ -66,6 +66,8 @@ pub struct Config {
     /// Origins allowed to open WebSockets and to read SSE/polls cross-origin: a
     /// comma-separated list of origins (https://app.example.com), "*" for any, or
     /// "same" (default) for same-origin only.
+    // This text is also `--help`'s, where a bare URL reads best.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long, env = "SWITCHYARD_ALLOWED_ORIGINS", default_value = "same", value_parser = parse_origins)]
     pub allowed_origins: AllowedOrigins,
 
@@ -121,7 +123,7 @@ pub enum AllowedOrigins {
     SameOrigin,
     /// Any origin.
     Any,
-    /// These origins exactly (scheme://host[:port], lower-case).
+    /// These origins exactly (`scheme://host[:port]`, lower-case).
     List(Vec<String>),
 }
 
