@@ -118,6 +118,8 @@ pub struct Args {
     pub payload_bytes: usize,
 
     /// Topic (channel) to use [default: a fresh one per run, bench-<pid>-<time>].
+    // Also `--help`'s text, where the placeholders read best as they are.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, env = "BENCH_TOPIC")]
     pub topic: Option<String>,
 
