@@ -325,3 +325,92 @@ async fn a_stalled_websocket_reader_does_not_hold_back_the_others() {
     );
     app.stop().await;
 }
+
+/// An SSE reader that stops reading: once the server's write to it has been blocked for
+/// the send time-out (30 s, as for WebSocket), the server drops the stream and closes the
+/// connection; the reader resumes from its cursor when it comes back. Until then it is
+/// still counted open, and nothing is queued for it beyond the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sse_reader_is_dropped_after_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const N: u64 = 4000;
+    let app = spawn_app(|c| c.retain = 1000).await;
+    let open = |status: Value| status["transports"]["sse"]["open"].as_u64();
+    // A small receive window, and a reader that stops after `ready`.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stalled = socket.connect(app.addr).await.expect("connect");
+    stalled
+        .write_all(
+            b"GET /v1/sse?topics=stall HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .expect("request");
+    let mut head = Vec::new();
+    within(WAIT, "the stalled reader's ready event", async {
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&head).contains("event: ready") {
+            let n = stalled.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "closed before ready: {}",
+                String::from_utf8_lossy(&head)
+            );
+            head.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert_eq!(open(app.status().await), Some(1));
+
+    // 16 MB of events: far more than the socket buffers hold, so the server's write
+    // blocks; the reader reads nothing.
+    let pad = "x".repeat(4000);
+    let started = std::time::Instant::now();
+    for chunk in 0..N / 200 {
+        let events: Vec<Value> = (chunk * 200..chunk * 200 + 200)
+            .map(|n| json!({"topic": "stall", "type": "x", "data": {"n": n, "pad": pad}}))
+            .collect();
+        app.publish(Value::Array(events)).await;
+    }
+    let published = std::time::Instant::now();
+    assert_eq!(
+        open(app.status().await),
+        Some(1),
+        "a blocked reader is kept until the send time-out, not dropped at once"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the server to drop the SSE stream whose write was blocked for 30 s",
+        || async { (open(app.status().await) == Some(0)).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "stalled SSE reader dropped {:?} after the last publish, {:?} after the first",
+        published.elapsed(),
+        started.elapsed()
+    );
+    // Its write cannot have blocked before the first publish.
+    assert!(
+        started.elapsed() >= switchyard::transport::ws::SEND_TIMEOUT,
+        "dropped {:?} after the first publish, before the send time-out",
+        started.elapsed()
+    );
+    // The connection is closed too: reading what the socket held ends in EOF (or a reset).
+    within(
+        Duration::from_secs(30),
+        "the dropped connection to end",
+        async {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = stalled.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        },
+    )
+    .await;
+    // Everyone else is still served.
+    let mut sse = Sse::connect(&app, "/v1/sse?topics=stall", None).await;
+    assert_eq!(sse.next().await.event, "ready");
+    app.stop().await;
+}
