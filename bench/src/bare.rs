@@ -4,9 +4,9 @@
 //! It speaks the subset of Nchan's protocol the generator uses (`--server nchan`):
 //! `GET /sub/<topic>` opens an event stream (or, with WebSocket upgrade headers, a
 //! WebSocket), `POST /pub/<topic>` sends its body as one SSE `data:` frame to every open
-//! event stream and as one text frame to every WebSocket. The streams are split over `threads` shards; a
-//! publish writes the frame to each shard's sockets from one thread per shard, with
-//! plain blocking writes, then answers `200`. No log, no cursors, no topics (every stream
+//! event stream and as one text frame to every WebSocket. The streams are split over
+//! `threads` shards; a publish writes the frame to each shard's sockets from one thread
+//! per shard, with plain blocking writes, then answers `200`. No log, no cursors, no topics (every stream
 //! gets every publish), no heartbeats, no limits: what is left is the kernel's cost of
 //! one TCP send per subscriber and the machine's scheduling, which any server pays.
 //! `bench/compare.sh` runs it beside switchyard and Nchan in the scale scenarios, so the
@@ -85,24 +85,9 @@ pub fn serve(listener: TcpListener, threads: usize) {
         let _ = stream.set_read_timeout(Some(WRITE_TIMEOUT));
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let mut buf = Vec::new();
-        match read_request(&mut stream, &mut buf) {
-            Ok(Some(Request::Subscribe)) => {
-                if stream.write_all(STREAM_HEAD).is_ok() {
-                    shards.lock(next).push((stream, Kind::Sse));
-                    next += 1;
-                }
-            }
-            Ok(Some(Request::WebSocket { key })) => {
-                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
-                let head = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
-                     connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
-                );
-                if stream.write_all(head.as_bytes()).is_ok() {
-                    shards.lock(next).push((stream, Kind::WebSocket));
-                    next += 1;
-                }
-            }
+        let (head, kind) = match read_request(&mut stream, &mut buf) {
+            Ok(Some(Request::Subscribe)) => (STREAM_HEAD.to_vec(), Kind::Sse),
+            Ok(Some(Request::WebSocket { key })) => (upgrade_head(&key), Kind::WebSocket),
             Ok(Some(Request::Publish(body))) => {
                 let shards = shards.clone();
                 let spawned = std::thread::Builder::new()
@@ -111,13 +96,29 @@ pub fn serve(listener: TcpListener, threads: usize) {
                 if let Err(e) = spawned {
                     eprintln!("switchyard-bare: cannot start a publish thread: {e}");
                 }
+                continue;
             }
-            Ok(None) => {}
+            Ok(None) => continue,
             Err(answer) => {
                 let _ = stream.write_all(answer.as_bytes());
+                continue;
             }
+        };
+        if stream.write_all(&head).is_ok() {
+            shards.lock(next).push((stream, kind));
+            next += 1;
         }
     }
+}
+
+/// The `101` answer to a WebSocket upgrade with this `Sec-WebSocket-Key`.
+fn upgrade_head(key: &[u8]) -> Vec<u8> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+         connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
 }
 
 /// One publishing connection (kept alive): every request is a publish, answered after
