@@ -115,13 +115,12 @@ pub(crate) fn serve(
         })
 }
 
-async fn session(socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -> CloseReason {
+/// One owner for both directions of the socket: `select!` drops the read future before a
+/// handler writes, so no lock between split halves is needed on every frame.
+async fn session(mut socket: WebSocket, guard: &ConnGuard, request: StreamRequest) -> CloseReason {
     let state = guard.state().clone();
     let heartbeat = state.config.heartbeat.get();
     let mut sub = state.hub.subscribe(request.topics, request.cursor.as_ref());
-    // One owner for both directions: `select!` drops the read future before a handler
-    // writes, so no lock between split halves is needed on every frame.
-    let mut socket = socket;
 
     let ready = Ready {
         cursor: sub.cursor(),
