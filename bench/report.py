@@ -7,12 +7,15 @@
 Reads every run's JSON report (<scenario>.<server>.<rep>.json, plus the background
 generator's <...>.bg.json in scale-mixed), the exact commands (<run>.cmd), the machine
 (machine.txt) and each scenario's timing (<scenario>.meta). Writes one table per
-scenario (median and min-max over the repetitions for both servers, and the ratio of
-the medians switchyard / Nchan), the targets of issue 4 with the measured value, and
-DIR/summary.tsv: one line per run with its main figures (the part kept in git).
+scenario (median and min-max over the repetitions for both servers, the ratio of the
+medians switchyard / Nchan, and the bare fan-out's column where it ran), the targets of
+issue 4 with the measured value, and DIR/summary.tsv: one line per run with its main
+figures (the part kept in git).
 
-Every figure printed comes from those files or is computed from them (medians, ratios,
-sums); nothing is typed in by hand.
+Every figure in the tables and targets comes from those files or is computed from them
+(medians, ratios, sums). The only figures typed in are the side measurements quoted in
+the "What limits" text (a profile, CPU per delivery over many broadcasts, a layout that
+was tried), each with its date and the command that gave it.
 """
 
 import argparse
@@ -23,7 +26,7 @@ import statistics
 import sys
 
 SERVERS = ("switchyard", "nchan")
-# The bare fan-out server (bench/src/bare.rs): the floor, run in the scale scenario only.
+# The bare fan-out server (bench/src/bare.rs): the floor, run in the two scale scenarios.
 FLOOR = "bare"
 LABEL = {"switchyard": "switchyard", "nchan": "nginx + Nchan", FLOOR: "bare fan-out (floor)"}
 ORDER = ["idle-sse", "idle-ws", "fanout-sse", "fanout-ws", "longpoll", "lowrate", "scale", "scale-mixed",
@@ -369,26 +372,22 @@ def scenario_section(sc, data, lines):
     lines.append(text + f" Repetitions: switchyard {len(sy)}, Nchan {len(nc)}"
                  + (f", bare fan-out {len(floor)}." if floor else "."))
     lines.append("")
-    if floor:
-        lines.append("| | switchyard | nginx + Nchan | switchyard / Nchan | bare fan-out (floor) |")
-        lines.append("|---|---:|---:|---:|---:|")
-    else:
-        lines.append("| | switchyard | nginx + Nchan | switchyard / Nchan |")
-        lines.append("|---|---:|---:|---:|")
+    def row(label, a, b, ratio_cell, f):
+        cells = [label, a, b, ratio_cell] + ([f] if floor else [])
+        lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+
+    row("", "switchyard", "nginx + Nchan", "switchyard / Nchan", LABEL[FLOOR])
+    lines.append("|---|" + "---:|" * (4 if floor else 3))
     for label, fn, fmt in metrics:
         a, b = values(sy, fn), values(nc, fn)
-        row = f"| {label} | {cell(a, fmt)} | {cell(b, fmt)} | {fmt_ratio(ratio(med(a), med(b)))} |"
-        if floor:
-            row += f" {cell(values(floor, fn), fmt)} |"
-        lines.append(row)
+        row(label, cell(a, fmt), cell(b, fmt), fmt_ratio(ratio(med(a), med(b))), cell(values(floor, fn), fmt))
     if any(r.fg["events"] > 0 for r in sy + nc):
         what = "SSE runs complete" if sc == "scale-mixed" else "runs complete"
-        lines.append(f"| {what} (every event to every subscriber once, in order) "
-                     f"| {complete_cell(sy)} | {complete_cell(nc)} | |"
-                     + (f" {complete_cell(floor)} |" if floor else ""))
-    if any(r.fg["timed_out"] for r in sy + nc):
-        lines.append("| runs that timed out | "
-                     f"{sum(r.fg['timed_out'] for r in sy)} | {sum(r.fg['timed_out'] for r in nc)} | |")
+        row(f"{what} (every event to every subscriber once, in order)",
+            complete_cell(sy), complete_cell(nc), "", complete_cell(floor))
+    if any(r.fg["timed_out"] for r in sy + nc + floor):
+        row("runs that timed out", *(str(sum(r.fg["timed_out"] for r in x)) for x in (sy, nc)), "",
+            str(sum(r.fg["timed_out"] for r in floor)))
     lines.append("")
     errs = sorted({e for r in sy + nc for e in r.fg.get("errors", []) + (r.bg or {}).get("errors", [])})
     if errs:
@@ -728,7 +727,6 @@ def limits_section(data, missed, lines):
         lines.append("")
 
 
-
 def floor_text(data, sc, w, scpu, n):
     """What the bare fan-out server (the floor) says about the broadcast, if it ran."""
     fl = m(data, sc, FLOOR, w)
@@ -793,7 +791,8 @@ def commands_section(data, dirpath, lines):
     lines.append(
         "`bench/compare.sh` builds `cargo build --release` and `cargo build --release -p "
         "switchyard-bench`, then for each scenario runs the repetitions alternating the two "
-        "servers (in `scale` also the bare fan-out, `switchyard-bare`). Each run starts a fresh server on its own port, passes its pid to the "
+        "servers (in the two scale scenarios also the bare fan-out, `switchyard-bare`). Each run "
+        "starts a fresh server on its own port, passes its pid to the "
         "generator (`--server-pid`; for nginx the master, whose workers are summed), and "
         "stops it by that pid afterwards. nginx runs from `bench/nchan.conf` (2 workers; 8 in scale-100k; "
         "`reuseport`, `nchan_message_buffer_length 10000`, subscribers start at the newest "
