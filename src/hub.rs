@@ -29,6 +29,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::watch;
 
 use crate::event::{Cursor, Event, InvalidInput, NewEvent, TopicSet};
 
@@ -108,6 +109,9 @@ struct Log {
     next_seq: u64,
     /// The live fan-out; `None` once the hub is closed (its receivers then see the end).
     tx: Option<broadcast::Sender<Arc<Event>>>,
+    /// The head, for readers that take events from the log itself (the direct fan-out,
+    /// [`crate::fanout`]); `None` once the hub is closed.
+    head_tx: Option<watch::Sender<u64>>,
 }
 
 impl Log {
@@ -122,6 +126,23 @@ impl Log {
 
     fn first_seq(&self) -> u64 {
         self.entries.front().map_or(self.next_seq, |(_, e)| e.seq)
+    }
+
+    /// Up to `max` entries after `pos`, and whether they reach the head; `Err` with the
+    /// first retained sequence number when entries after `pos` have left retention.
+    fn after(&self, pos: u64, max: usize) -> Result<(Vec<Arc<Event>>, bool), u64> {
+        let first = self.first_seq();
+        if pos + 1 < first {
+            return Err(first);
+        }
+        let start = (pos + 1 - first) as usize;
+        let end = (start + max).min(self.entries.len());
+        let batch = self
+            .entries
+            .range(start.min(end)..end)
+            .map(|(_, e)| e.clone())
+            .collect();
+        Ok((batch, end == self.entries.len()))
     }
 
     fn evict(&mut self, config: &HubConfig, now: Instant) {
@@ -197,6 +218,7 @@ impl Hub {
                     entries: VecDeque::new(),
                     next_seq: 1,
                     tx: Some(tx),
+                    head_tx: Some(watch::Sender::new(0)),
                 }),
                 counters: HubCounters::default(),
             }),
@@ -274,6 +296,9 @@ impl Hub {
             out.push(event);
         }
         log.evict(&self.inner.config, now);
+        if let Some(head_tx) = &log.head_tx {
+            head_tx.send_replace(log.head());
+        }
         drop(log);
         self.inner.counters.published.inc_by(out.len() as u64);
         out
@@ -283,7 +308,24 @@ impl Hub {
     /// Subscriptions made afterwards replay from the log, then end. Used by the drain, so
     /// that streams need not watch a shared shutdown signal on every delivery.
     pub fn close(&self) {
-        self.lock().tx = None;
+        let mut log = self.lock();
+        log.tx = None;
+        log.head_tx = None;
+    }
+
+    /// The log's head as it moves, for readers of [`Hub::read_after`]; its `changed`
+    /// fails once the hub is closed. `None` if it already is.
+    pub fn watch_head(&self) -> Option<watch::Receiver<u64>> {
+        self.lock().head_tx.as_ref().map(watch::Sender::subscribe)
+    }
+
+    /// Up to `max` events after sequence number `pos`, oldest first (empty at the head);
+    /// `Err` with the first retained sequence number when events after `pos` have left
+    /// retention. Takes the log lock for the copy of `max` pointers at most.
+    pub fn read_after(&self, pos: u64, max: usize) -> Result<Vec<Arc<Event>>, u64> {
+        let mut log = self.lock();
+        log.evict(&self.inner.config, Instant::now());
+        log.after(pos, max).map(|(batch, _)| batch)
     }
 
     /// Subscribes to `topics`, replaying everything after `cursor` (or from now when
@@ -429,25 +471,22 @@ impl Subscription {
         let hub = self.hub.clone();
         let mut log = hub.lock();
         log.evict(&hub.inner.config, Instant::now());
-        let first = log.first_seq();
-        if self.pos + 1 < first {
-            // Fell out of retention while lagging.
-            self.pos = log.head();
-            self.go_live(&log);
-            drop(log);
-            self.set_reset(ResetReason::CursorExpired);
-            return;
-        }
-        let start = (self.pos + 1 - first) as usize;
-        let end = (start + CATCHUP_BATCH).min(log.entries.len());
-        let batch: Vec<Arc<Event>> = log
-            .entries
-            .range(start..end)
-            .map(|(_, e)| e.clone())
-            .collect();
-        if end == log.entries.len() {
-            self.go_live(&log);
-        }
+        let batch = match log.after(self.pos, CATCHUP_BATCH) {
+            Ok((batch, at_head)) => {
+                if at_head {
+                    self.go_live(&log);
+                }
+                batch
+            }
+            Err(_) => {
+                // Fell out of retention while lagging.
+                self.pos = log.head();
+                self.go_live(&log);
+                drop(log);
+                self.set_reset(ResetReason::CursorExpired);
+                return;
+            }
+        };
         drop(log);
         for event in batch {
             if self.accept(&event) {
@@ -483,6 +522,25 @@ impl Subscription {
                 Err(TryRecvError::Closed) => self.closed = true,
             }
         }
+    }
+
+    /// Hands the subscription's position to another reader of the log (the direct
+    /// fan-out) when it has nothing of its own to hand out: no replayed events, no reset,
+    /// no topics to skip, not ended. Leaves the live fan-out: the other reader takes
+    /// everything after the returned position from the log. `None` if it cannot.
+    pub fn park(&mut self) -> Option<u64> {
+        if self.closed || self.reset.is_some() || self.skip.is_some() || !self.pending.is_empty() {
+            return None;
+        }
+        self.rx = None;
+        Some(self.pos)
+    }
+
+    /// Takes the subscription back from another reader that handed out everything up to
+    /// `pos` (the log's sequence number): it catches up from the log after `pos`.
+    pub fn resume(&mut self, pos: u64) {
+        self.pos = self.pos.max(pos);
+        self.rx = None;
     }
 
     /// Joins the live fan-out at the head of `log` (held locked), or ends when the hub is

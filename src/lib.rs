@@ -25,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod fanout;
 pub mod hub;
 pub mod metrics;
 mod serve;
@@ -52,7 +53,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{AllowedOrigins, Config};
 use crate::hub::{Hub, HubConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TransportLabel};
 use crate::transport::Transport;
 
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
@@ -83,6 +84,8 @@ pub struct AppState {
     pub demo: demo::Demo,
     /// Open streams now, checked against `max_connections`.
     pub open_streams: AtomicU32,
+    /// Writes live events straight to the sockets of caught-up SSE streams.
+    pub fanout: Arc<fanout::Fanout>,
     reports: api::ReportLimiter,
 }
 
@@ -94,7 +97,16 @@ impl AppState {
             config.retain_age.get(),
         ));
         let metrics = Metrics::new(hub.counters().clone());
+        let fanout = Arc::new(fanout::Fanout::new(
+            hub.clone(),
+            metrics.delivered.clone(),
+            TransportLabel {
+                transport: Transport::Sse,
+            },
+            metrics.handed_back.clone(),
+        ));
         Arc::new(AppState {
+            fanout,
             config,
             hub,
             metrics,

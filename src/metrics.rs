@@ -63,6 +63,9 @@ pub struct Metrics {
     pub fallbacks: Family<FallbackLabel, Counter>,
     /// Reports dropped by the rate limit.
     pub reports_dropped: Counter,
+    /// Times the direct fan-out found a parked stream's socket full and handed the
+    /// stream back to its task ([`crate::fanout`]).
+    pub handed_back: Counter,
     /// The hub's own counters (published, resets, lagged).
     pub hub: HubCounters,
 }
@@ -79,6 +82,7 @@ impl Metrics {
             upgrade_stripped: Counter::default(),
             fallbacks: Family::default(),
             reports_dropped: Counter::default(),
+            handed_back: Counter::default(),
             hub,
             registry: Registry::default(),
         };
@@ -123,6 +127,11 @@ impl Metrics {
             "lagged_subscribers",
             "Times a subscriber fell behind the broadcast ring and caught up from the log",
             m.hub.lagged.clone(),
+        );
+        registry.register(
+            "fanout_handbacks",
+            "Times the direct fan-out found a parked stream's socket full (or failed) and handed the stream back to its task",
+            m.handed_back.clone(),
         );
         Metrics { registry, ..m }
     }

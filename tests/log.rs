@@ -414,3 +414,111 @@ async fn a_stalled_sse_reader_is_dropped_after_the_send_timeout() {
     assert_eq!(sse.next().await.event, "ready");
     app.stop().await;
 }
+
+/// Streams with nothing of their own to send are parked in the direct fan-out, which
+/// writes each event straight to their sockets. A reader that stops reading fills its
+/// socket: the fan-out hands its stream back to the stream's own task, often in the
+/// middle of a frame, and the task writes the rest and catches up from the log. Every
+/// stream gets exactly the events of its topics, in order, each frame whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_streams_get_their_topics_whole_through_a_stalled_reader() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const N: u64 = 2000;
+    const TOPICS: [&str; 3] = ["fa", "fb", "fc"];
+    let app = spawn_app(|_| {}).await;
+    let topic_of = |n: u64| TOPICS[(n % 3) as usize];
+    let expected = |topics: &str| -> Vec<u64> {
+        (0..N)
+            .filter(|&n| topics.split(',').any(|t| t == topic_of(n)))
+            .collect()
+    };
+
+    // Readers that keep up, each on its own task, on three topic sets (nobody takes fc).
+    let mut readers = Vec::new();
+    for topics in ["fa", "fb", "fa,fb"].into_iter().cycle().take(6) {
+        let mut sse = Sse::connect(&app, &format!("/v1/sse?topics={topics}"), None).await;
+        assert_eq!(sse.next().await.event, "ready");
+        let want = expected(topics);
+        readers.push(tokio::spawn(async move {
+            let got = ns(&sse.events(want.len()).await);
+            assert_eq!(got, want, "a reader of {topics} that keeps up");
+        }));
+    }
+    // One that stops after `ready`, with a small receive window.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stalled = socket.connect(app.addr).await.expect("connect");
+    stalled
+        .write_all(b"GET /v1/sse?topics=fa,fb HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    within(WAIT, "the stalled reader's ready event", async {
+        while !String::from_utf8_lossy(&text).contains("event: ready") {
+            let n = stalled.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before ready");
+            text.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+
+    // 2000 events of 2 kB: far more than the stalled reader's socket holds.
+    let pad = "x".repeat(2000);
+    for chunk in 0..N / 100 {
+        let events: Vec<Value> = (chunk * 100..chunk * 100 + 100)
+            .map(|n| json!({"topic": topic_of(n), "type": "x", "data": {"n": n, "pad": pad}}))
+            .collect();
+        app.publish(Value::Array(events)).await;
+    }
+    for reader in readers {
+        within(WAIT, "the readers that keep up", reader)
+            .await
+            .expect("reader task");
+    }
+    let metrics = app.text("/metrics").await;
+    let handbacks: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_fanout_handbacks_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("switchyard_fanout_handbacks_total in /metrics");
+    assert!(
+        handbacks > 0,
+        "the stalled reader's full socket was handed back to its task"
+    );
+
+    // Now it reads everything: whole frames, its topics, in order, nothing twice.
+    let want = expected("fa,fb");
+    let mut got = Vec::new();
+    within(WAIT, "the stalled reader to catch up", async {
+        while got.len() < want.len() {
+            let n = stalled.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed after {} events", got.len());
+            text.extend_from_slice(&buf[..n]);
+            // Complete blocks only; the rest waits for the next read.
+            let body = String::from_utf8(text.clone()).expect("UTF-8 stream");
+            let Some(end) = body.rfind("\n\n") else {
+                continue;
+            };
+            got.clear();
+            for block in body[..end]
+                .split("\n\n")
+                .filter(|b| b.contains("\ndata: {\"id\""))
+            {
+                let data = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .expect("data line");
+                let v: Value = serde_json::from_str(data)
+                    .unwrap_or_else(|e| panic!("a frame cut or spliced ({e}): {block:.200}"));
+                let id = block.lines().find_map(|l| l.strip_prefix("id: "));
+                assert_eq!(v["id"].as_str(), id, "SSE id matches the envelope");
+                got.push(v["data"]["n"].as_u64().expect("data.n"));
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, want, "the stalled reader's events");
+    eprintln!("{handbacks} hand-backs to the stream's task");
+    app.stop().await;
+}

@@ -224,6 +224,18 @@ impl Heartbeat {
         self.last = tokio::time::Instant::now();
     }
 
+    /// Something was written at `at` by someone else (the direct fan-out): the next
+    /// heartbeat is due `every` from then.
+    pub(crate) fn wrote_at(&mut self, at: tokio::time::Instant) {
+        self.last = self.last.max(at);
+        self.timer.as_mut().reset(self.last + self.every);
+    }
+
+    /// When something was last written.
+    pub(crate) fn last(&self) -> tokio::time::Instant {
+        self.last
+    }
+
     /// Resolves when a heartbeat is due. Cancel-safe.
     pub(crate) async fn due(&mut self) {
         loop {

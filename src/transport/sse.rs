@@ -5,14 +5,21 @@
 //! that reconnects by itself resumes from the right place via `Last-Event-ID`.
 
 use std::convert::Infallible;
+use std::net::Shutdown;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
+use super::ws::SEND_TIMEOUT;
 use super::{ConnGuard, Heartbeat, Ready, Reconnect, StreamRequest, Transport, to_json};
-use crate::hub::Item;
+use crate::fanout::Heartbeat as SinkHeartbeat;
+use crate::hub::{Item, Subscription};
 
 /// `retry:` sent at the start of a stream: how long a bare `EventSource` waits before
 /// reconnecting by itself (the switchyard client reconnects on its own schedule).
@@ -27,10 +34,14 @@ pub const MAX_COALESCE_BYTES: usize = 64 * 1024;
 const HEARTBEAT: &[u8] = b": heartbeat\nevent: heartbeat\ndata: {}\n\n";
 
 /// Answers an SSE request. The response head and the first frames go out at once.
+///
+/// The response carries its [`Session`] in its extensions: the direct event-stream path
+/// (`serve.rs`) takes it out and writes the stream itself ([`write_direct`]); otherwise
+/// the body writes it, through hyper.
 pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
     let state = guard.state().clone();
     let heartbeat = state.config.heartbeat.get();
-    let mut sub = state.hub.subscribe(request.topics, request.cursor.as_ref());
+    let sub = state.hub.subscribe(request.topics, request.cursor.as_ref());
 
     let mut head = BytesMut::new();
     head.put_slice(format!("retry: {RETRY_MS}\n").as_bytes());
@@ -42,22 +53,26 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
         topics: sub.topics(),
     };
     control(&mut head, "ready", &ready.cursor, &to_json(&ready));
-    let head = head.freeze();
+    let session = DirectSession(Arc::new(Mutex::new(Some(Session {
+        guard,
+        sub,
+        heartbeat,
+        head: head.freeze(),
+    }))));
 
+    let body_session = session.clone();
     let body = async_stream::stream! {
-        // Keeps the stream counted for as long as the body lives.
-        let guard = guard;
+        // Taken by the direct path: the body is never polled.
+        let Some(Session { guard, mut sub, heartbeat, head }) = body_session.take() else {
+            return;
+        };
         yield Ok::<Bytes, Infallible>(head);
         let mut due = Heartbeat::new(heartbeat);
         loop {
             tokio::select! {
                 item = sub.next() => {
                     let Some(item) = item else {
-                        // The hub closes only when the server drains (`Hub::close`).
-                        let reconnect = Reconnect::shutdown();
-                        let mut buf = BytesMut::new();
-                        control(&mut buf, "reconnect", &sub.cursor(), &to_json(&reconnect));
-                        yield Ok(buf.freeze());
+                        yield Ok(reconnect(&sub));
                         break;
                     };
                     let (chunk, events) = coalesce(item, &mut sub);
@@ -73,6 +88,7 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
     };
 
     let mut response = Response::new(Body::from_stream(body));
+    response.extensions_mut().insert(session);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -86,9 +102,148 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
     response
 }
 
+/// An SSE stream not yet begun: its first frames and where the rest comes from.
+pub(crate) struct Session {
+    /// Keeps the stream counted for as long as it lives.
+    guard: ConnGuard,
+    sub: Subscription,
+    heartbeat: Duration,
+    /// `retry`, padding and `ready`.
+    head: Bytes,
+}
+
+/// The [`Session`] of an SSE response, in its extensions until the direct path or the
+/// body takes it.
+#[derive(Clone)]
+pub(crate) struct DirectSession(Arc<Mutex<Option<Session>>>);
+
+impl DirectSession {
+    pub(crate) fn take(&self) -> Option<Session> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Writes an SSE stream on its own socket, after `first` (the response head): each
+/// item as it comes, coalesced; parked in the direct fan-out ([`crate::fanout`])
+/// whenever it has nothing of its own to send, which is most of the time.
+pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session: Session) {
+    let Session {
+        guard,
+        mut sub,
+        heartbeat: every,
+        head,
+    } = session;
+    first.extend_from_slice(&head);
+    drop(head);
+    let stream = Arc::new(stream);
+    if !send(&stream, &first).await {
+        return;
+    }
+    drop(first);
+    // Dropped on every way out: the shard lets go of the socket too.
+    let sink = guard
+        .state()
+        .fanout
+        .sink(stream.clone(), sub.topics().clone());
+    let mut due = Heartbeat::new(every);
+    loop {
+        if let Some(pos) = sub.park() {
+            if sink.park(pos, due.last()) {
+                loop {
+                    tokio::select! {
+                        () = sink.handed_back() => break,
+                        () = due.due() => match sink.heartbeat(HEARTBEAT, every) {
+                            SinkHeartbeat::NotDue(at) => due.wrote_at(at),
+                            SinkHeartbeat::Written => due.wrote(),
+                            SinkHeartbeat::TakenBack => break,
+                        },
+                        () = gone(&stream) => return,
+                    }
+                }
+            }
+            let (pos, rest) = sink.take_back();
+            sub.resume(pos);
+            if let Some(rest) = rest {
+                if !send(&stream, &rest).await {
+                    return;
+                }
+                due.wrote();
+            }
+        }
+        tokio::select! {
+            item = sub.next() => {
+                let Some(item) = item else {
+                    if send(&stream, &reconnect(&sub)).await {
+                        // The end of the body (the shard may still hold the socket).
+                        let _ = socket2::SockRef::from(&*stream).shutdown(Shutdown::Write);
+                    }
+                    return;
+                };
+                let (chunk, events) = coalesce(item, &mut sub);
+                if !send(&stream, &chunk).await {
+                    return;
+                }
+                guard.delivered.inc_by(events);
+            }
+            () = due.due() => {
+                if !send(&stream, HEARTBEAT).await {
+                    return;
+                }
+            }
+            () = gone(&stream) => return,
+        }
+        due.wrote();
+    }
+}
+
+/// Writes all of `bytes`; `false` if the socket failed or the reader took nothing for
+/// [`SEND_TIMEOUT`] (it is gone or stuck: drop it; its subscription was bounded by the
+/// log all along).
+pub(crate) async fn send(stream: &TcpStream, bytes: &[u8]) -> bool {
+    let write_all = async {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    matches!(timeout(SEND_TIMEOUT, write_all).await, Ok(Ok(())))
+}
+
+/// Resolves when the client has gone (end of stream or an error). A client sends
+/// nothing after its request; anything it does send is read and dropped. Cancel-safe.
+async fn gone(stream: &TcpStream) {
+    let mut scratch = [0u8; 32];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The `reconnect` frame ending a stream: the hub closes only when the server drains
+/// (`Hub::close`).
+fn reconnect(sub: &Subscription) -> Bytes {
+    let reconnect = Reconnect::shutdown();
+    let mut buf = BytesMut::new();
+    control(&mut buf, "reconnect", &sub.cursor(), &to_json(&reconnect));
+    buf.freeze()
+}
+
 /// The frame for one item, plus every item ready right after it, up to
 /// [`MAX_COALESCE_BYTES`]. A single event is its shared bytes, not a copy.
-fn coalesce(first: Item, sub: &mut crate::hub::Subscription) -> (Bytes, u64) {
+fn coalesce(first: Item, sub: &mut Subscription) -> (Bytes, u64) {
     let (first, mut events) = frame(first);
     let Some(second) = sub.try_next() else {
         return (first, events);

@@ -1,0 +1,492 @@
+//! Direct fan-out: live events written straight onto the sockets of caught-up streams.
+//!
+//! A stream's own task costs about 2 µs of user time per delivery on top of the
+//! kernel's write (measured over 50 broadcasts to 19,000 SSE subscribers: 12.1 µs per
+//! delivery against 9.5 µs for a bare write loop, whose kernel share is the same): the
+//! wake-up, a poll through the body layers, the broadcast channel's shared slot and
+//! waiter list, all on memory that went cold since the last event. A stream with
+//! nothing of its own to send instead *parks* here: a `Sink` holding its socket, its
+//! topics and its position in the log. One of [`SHARDS`] fan-out tasks takes each new
+//! event from the log once and writes its shared bytes to every sink of the shard in
+//! turn, in one pass over a vector, as a bare write loop would.
+//!
+//! The first time a write would block (or fails, or the sink fell out of retention, or
+//! the hub closes), the shard hands the sink back to the stream's task with its position
+//! and the unwritten rest of the frame; the task writes that rest, catches up from the
+//! log as any lagging stream does (coalesced, with the send time-out) and parks again
+//! once it has nothing of its own to send. So a slow reader costs the shard one failed
+//! write, never a wait, and nothing is queued per sink.
+//!
+//! Work stealing still spreads the fan-out over the runtime's threads: the shards are
+//! ordinary tasks, and a shard holds a few hundred sinks at 19,000 connections.
+
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::event::{Event, TopicSet};
+use crate::hub::{CATCHUP_BATCH, Hub};
+use crate::metrics::TransportLabel;
+
+/// Number of fan-out tasks. Enough for the runtime's threads to share a broadcast
+/// evenly (a shard is the unit of work stealing), few enough that one event wakes only
+/// a handful of tasks.
+pub const SHARDS: usize = 32;
+/// Most bytes one write to one sink carries when several events are due at once.
+pub const MAX_WRITE_BYTES: usize = 64 * 1024;
+/// Most events (buffers) one write to one sink carries: the kernel's `IOV_MAX`.
+const MAX_WRITE_EVENTS: usize = 1024;
+
+/// The direct fan-out of one hub.
+pub struct Fanout {
+    hub: Hub,
+    /// Where delivered events are counted, under `label` (created with the first sink's
+    /// stream, so an unused transport shows no series).
+    delivered: Family<TransportLabel, Counter>,
+    label: TransportLabel,
+    /// Counts sinks handed back because their socket was full.
+    handed_back: Counter,
+    shards: Box<[Shard]>,
+    next: AtomicUsize,
+}
+
+struct Shard {
+    incoming: Mutex<Incoming>,
+    /// Wakes the shard's task for new sinks and for sinks that left.
+    wake: Notify,
+    /// A sink left (its stream ended): the shard lets go of it, and of its socket.
+    left: AtomicBool,
+    spawned: Once,
+}
+
+/// A sink in a shard's list, valid while the sink is parked under this generation.
+type Entry = (Arc<Sink>, u64);
+
+#[derive(Default)]
+struct Incoming {
+    sinks: Vec<Entry>,
+    /// The hub closed: sinks are no longer taken.
+    closed: bool,
+}
+
+/// A stream's socket as the shards see it.
+struct Sink {
+    stream: Arc<TcpStream>,
+    state: Mutex<SinkState>,
+    /// Tells the stream's task that the shard handed the sink back.
+    handback: Notify,
+}
+
+struct SinkState {
+    owner: Owner,
+    /// Counts parkings: a shard's entry from an earlier one is stale.
+    generation: u64,
+    /// The shard of the latest parking.
+    shard: usize,
+    topics: TopicSet,
+    /// Sequence number of the last log entry written (or skipped: other topics).
+    pos: u64,
+    /// When something was last written to the socket (heartbeats are due after it).
+    last_write: Instant,
+    /// The unwritten end of a frame the shard began, for the task to write first.
+    rest: Option<Bytes>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// Parked: the shard writes.
+    Shard,
+    /// The stream's task writes (handed back, or taken back by the task).
+    Task,
+}
+
+/// Buffers of one round, reused from sink to sink.
+#[derive(Default)]
+struct Scratch<'a> {
+    /// The frames of one write.
+    slices: Vec<IoSlice<'a>>,
+    /// Their events.
+    batch: Vec<&'a Arc<Event>>,
+}
+
+/// What `Sink::write` did.
+enum Write {
+    /// Everything written: the sink stays in the shard.
+    Done,
+    /// The socket was full (or failed): the sink went back to its task.
+    HandedBack,
+    /// The sink is no longer parked under this entry: dropped from the shard.
+    NotParked,
+}
+
+/// What `Sink::heartbeat` did.
+pub enum Heartbeat {
+    /// Not due: something was written at this instant.
+    NotDue(Instant),
+    /// Written now.
+    Written,
+    /// The socket is full: the task owns the sink again, with the rest to write.
+    TakenBack,
+}
+
+impl Fanout {
+    /// The fan-out of `hub`, counting deliveries in `delivered` under `label` and
+    /// sinks handed back for a full socket in `handed_back`.
+    pub fn new(
+        hub: Hub,
+        delivered: Family<TransportLabel, Counter>,
+        label: TransportLabel,
+        handed_back: Counter,
+    ) -> Fanout {
+        Fanout {
+            hub,
+            delivered,
+            label,
+            handed_back,
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    incoming: Mutex::new(Incoming::default()),
+                    wake: Notify::new(),
+                    left: AtomicBool::new(false),
+                    spawned: Once::new(),
+                })
+                .collect(),
+            next: Default::default(),
+        }
+    }
+
+    /// A sink for a stream's socket, owned by the stream's task until parked. Dropping
+    /// it lets go of the socket in the shard too.
+    pub fn sink(self: &Arc<Self>, stream: Arc<TcpStream>, topics: TopicSet) -> SinkHandle {
+        SinkHandle {
+            fanout: self.clone(),
+            sink: Arc::new(Sink {
+                stream,
+                state: Mutex::new(SinkState {
+                    owner: Owner::Task,
+                    generation: 0,
+                    shard: 0,
+                    topics,
+                    pos: 0,
+                    last_write: Instant::now(),
+                    rest: None,
+                }),
+                handback: Notify::new(),
+            }),
+        }
+    }
+
+    /// Parks `sink` at position `pos`: a shard writes every event after `pos` to it
+    /// until it hands it back. `false` if the hub is closed (the task keeps it). Must be
+    /// called from within the runtime (the shard's task starts on first use).
+    fn park(self: &Arc<Self>, sink: &Arc<Sink>, pos: u64, now: Instant) -> bool {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        let generation = {
+            let mut state = sink.lock();
+            state.owner = Owner::Shard;
+            state.generation += 1;
+            state.shard = index;
+            state.pos = pos;
+            state.rest = None;
+            state.last_write = state.last_write.max(now);
+            state.generation
+        };
+        let shard = &self.shards[index];
+        shard.spawned.call_once(|| {
+            tokio::spawn(self.clone().run(index));
+        });
+        let mut incoming = lock(&shard.incoming);
+        if incoming.closed {
+            drop(incoming);
+            sink.lock().owner = Owner::Task;
+            return false;
+        }
+        incoming.sinks.push((sink.clone(), generation));
+        drop(incoming);
+        shard.wake.notify_one();
+        true
+    }
+
+    /// The stream of `sink` ended: its shard lets go of it (and so of its socket) at
+    /// once rather than at the next event.
+    fn leave(&self, sink: &Sink) {
+        let mut state = sink.lock();
+        if state.generation == 0 {
+            return; // never parked
+        }
+        state.owner = Owner::Task;
+        let shard = &self.shards[state.shard];
+        drop(state);
+        shard.left.store(true, Ordering::Release);
+        shard.wake.notify_one();
+    }
+
+    /// One shard's task: on every new head (and every new sink) writes what each sink
+    /// has not had yet, until the hub closes.
+    async fn run(self: Arc<Self>, index: usize) {
+        let shard = &self.shards[index];
+        let delivered = self.delivered.get_or_create(&self.label).clone();
+        let mut head = self.hub.watch_head();
+        let mut sinks: Vec<Entry> = Vec::new();
+        // Position every sink of `sinks` has been written up to.
+        let mut done = head.as_mut().map_or(0, |h| *h.borrow_and_update());
+        loop {
+            let closed = match head.as_mut() {
+                None => true,
+                Some(head) => tokio::select! {
+                    changed = head.changed() => changed.is_err(),
+                    () = shard.wake.notified() => false,
+                },
+            };
+            let new = {
+                let mut incoming = lock(&shard.incoming);
+                incoming.closed |= closed;
+                std::mem::take(&mut incoming.sinks)
+            };
+            if closed {
+                // Every sink to its task, which sees the close in its subscription
+                // after the events it has not had.
+                for (sink, generation) in sinks.drain(..).chain(new) {
+                    sink.hand_back(generation, None);
+                }
+                return;
+            }
+            if shard.left.swap(false, Ordering::Acquire) {
+                sinks.retain(|(sink, generation)| sink.is_parked(*generation));
+            }
+            if sinks.is_empty() && new.is_empty() {
+                // Nobody to write to: nothing to read either.
+                done = head.as_ref().map_or(done, |h| *h.borrow());
+                continue;
+            }
+            let mut from = done;
+            for (sink, generation) in new {
+                from = from.min(sink.lock().pos);
+                sinks.push((sink, generation));
+            }
+            done = self.deliver(&mut sinks, from, &delivered).await;
+        }
+    }
+
+    /// Writes the events after `from` up to the head to `sinks` (each skipping what it
+    /// already has); returns the position reached. Sinks handed back are removed.
+    async fn deliver(&self, sinks: &mut Vec<Entry>, mut from: u64, counter: &Counter) -> u64 {
+        loop {
+            let events = match self.hub.read_after(from, CATCHUP_BATCH) {
+                Ok(events) => events,
+                Err(first) => {
+                    // Those that fell out of retention reset in their tasks.
+                    sinks.retain(|(sink, generation)| {
+                        let behind = sink.lock().pos + 1 < first;
+                        if behind {
+                            sink.hand_back(*generation, None);
+                        }
+                        !behind
+                    });
+                    from = first - 1;
+                    continue;
+                }
+            };
+            let Some(last) = events.last().map(|e| e.seq) else {
+                return from;
+            };
+            let now = Instant::now();
+            let (mut delivered, mut full) = (0, 0);
+            let mut scratch = Scratch::default();
+            sinks.retain(|(sink, generation)| {
+                match sink.write(*generation, &events, now, &mut scratch, &mut delivered) {
+                    Write::Done => true,
+                    Write::HandedBack => {
+                        full += 1;
+                        false
+                    }
+                    Write::NotParked => false,
+                }
+            });
+            counter.inc_by(delivered);
+            self.handed_back.inc_by(full);
+            from = last;
+            // Between batches (a burst of publishing), let the stream tasks run.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// A stream's `Sink`, held by the stream's task.
+pub struct SinkHandle {
+    fanout: Arc<Fanout>,
+    sink: Arc<Sink>,
+}
+
+impl SinkHandle {
+    /// Parks the sink at position `pos` (see [`Fanout`]); `false` if the hub is closed
+    /// and the task keeps writing. `now`: when the task last wrote.
+    pub fn park(&self, pos: u64, now: Instant) -> bool {
+        self.fanout.park(&self.sink, pos, now)
+    }
+
+    /// Waits until the shard hands the sink back.
+    pub async fn handed_back(&self) {
+        self.sink.handback.notified().await;
+    }
+
+    /// Takes the sink back from the shard (or after it handed it back): the position
+    /// written up to and the unwritten rest of a frame, to be written first.
+    pub fn take_back(&self) -> (u64, Option<Bytes>) {
+        let mut state = self.sink.lock();
+        state.owner = Owner::Task;
+        (state.pos, state.rest.take())
+    }
+
+    /// Writes a heartbeat `frame` if nothing was written for `every`.
+    pub fn heartbeat(&self, frame: &'static [u8], every: std::time::Duration) -> Heartbeat {
+        self.sink.heartbeat(frame, every)
+    }
+}
+
+impl Drop for SinkHandle {
+    fn drop(&mut self) {
+        self.fanout.leave(&self.sink);
+    }
+}
+
+impl Sink {
+    fn lock(&self) -> MutexGuard<'_, SinkState> {
+        lock(&self.state)
+    }
+
+    fn heartbeat(&self, frame: &'static [u8], every: std::time::Duration) -> Heartbeat {
+        let mut state = self.lock();
+        if state.owner != Owner::Shard {
+            // Handed back: the task takes it (and any rest of a frame) first.
+            return Heartbeat::TakenBack;
+        }
+        let now = Instant::now();
+        if state.last_write + every > now {
+            return Heartbeat::NotDue(state.last_write);
+        }
+        match self.stream.try_write(frame) {
+            Ok(n) if n == frame.len() => {
+                state.last_write = now;
+                Heartbeat::Written
+            }
+            Ok(n) => {
+                state.owner = Owner::Task;
+                state.rest = Some(Bytes::from_static(&frame[n..]));
+                Heartbeat::TakenBack
+            }
+            Err(_) => {
+                state.owner = Owner::Task;
+                Heartbeat::TakenBack
+            }
+        }
+    }
+
+    /// Whether the sink is parked under `generation`.
+    fn is_parked(&self, generation: u64) -> bool {
+        let state = self.lock();
+        state.owner == Owner::Shard && state.generation == generation
+    }
+
+    /// Hands the sink to its task, with the unwritten `rest` of a frame, if it is
+    /// still parked under `generation`.
+    fn hand_back(&self, generation: u64, rest: Option<Bytes>) {
+        let state = self.lock();
+        if state.generation == generation {
+            give_back(state, rest, &self.handback);
+        }
+    }
+
+    /// Writes the events of `events` (consecutive, oldest first) it has not had.
+    fn write<'a>(
+        &self,
+        generation: u64,
+        events: &'a [Arc<Event>],
+        now: Instant,
+        scratch: &mut Scratch<'a>,
+        delivered: &mut u64,
+    ) -> Write {
+        let Scratch { slices, batch } = scratch;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.owner != Owner::Shard || state.generation != generation {
+            return Write::NotParked;
+        }
+        let Some(last) = events.last() else {
+            return Write::Done;
+        };
+        let start = state.pos;
+        let topics = &state.topics;
+        let mut due = events
+            .iter()
+            .skip_while(|e| e.seq <= start)
+            .filter(|e| topics.contains(e.topic.as_str()))
+            .peekable();
+        while due.peek().is_some() {
+            // One write for as many due events as fit.
+            slices.clear();
+            batch.clear();
+            let mut bytes = 0;
+            while let Some(event) = due.next_if(|e| {
+                batch.is_empty()
+                    || (batch.len() < MAX_WRITE_EVENTS && bytes + e.sse.len() <= MAX_WRITE_BYTES)
+            }) {
+                bytes += event.sse.len();
+                batch.push(event);
+                slices.push(IoSlice::new(&event.sse));
+            }
+            let written = if let [one] = slices.as_slice() {
+                self.stream.try_write(one)
+            } else {
+                self.stream.try_write_vectored(slices)
+            };
+            // Would block, or failed: the task waits (with its time-out) or notices.
+            let mut written = written.unwrap_or(0);
+            for event in batch.iter() {
+                if written >= event.sse.len() {
+                    written -= event.sse.len();
+                    state.pos = event.seq;
+                    state.last_write = now;
+                    *delivered += 1;
+                    continue;
+                }
+                // This frame is cut short (or not begun): the task takes over here.
+                let rest = (written > 0).then(|| event.sse.slice(written..));
+                if rest.is_some() {
+                    state.pos = event.seq;
+                    state.last_write = now;
+                    *delivered += 1;
+                }
+                give_back(guard, rest, &self.handback);
+                return Write::HandedBack;
+            }
+        }
+        state.pos = state.pos.max(last.seq);
+        Write::Done
+    }
+}
+
+/// Gives a parked sink (its state locked) to its task with the unwritten `rest` of a
+/// frame, and wakes the task. Done under the lock, so nothing can be written between
+/// the cut frame and its rest.
+fn give_back(mut state: MutexGuard<'_, SinkState>, rest: Option<Bytes>, handback: &Notify) {
+    if state.owner == Owner::Shard {
+        state.owner = Owner::Task;
+        state.rest = rest;
+        drop(state);
+        handback.notify_one();
+    }
+}
+
+/// A poisoned lock is still consistent here: every critical section is a few
+/// assignments and a non-blocking write.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
