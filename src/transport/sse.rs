@@ -75,7 +75,7 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
                         yield Ok(reconnect(&sub));
                         break;
                     };
-                    let (chunk, events) = coalesce(item, &mut sub);
+                    let (chunk, events, _) = coalesce(item, &mut sub);
                     guard.delivered.inc_by(events);
                     yield Ok(chunk);
                 }
@@ -146,8 +146,12 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
         .fanout
         .sink(stream.clone(), sub.topics().clone());
     let mut due = Heartbeat::new(every);
+    // Whether the stream has had everything ready (at the head, or just opened): then it
+    // parks. A stream that lags catches up on its own, coalesced, and parks once it is
+    // through.
+    let mut caught_up = true;
     loop {
-        if let Some(pos) = sub.park() {
+        if let Some(pos) = sub.park().filter(|_| caught_up) {
             if sink.park(pos, due.last()) {
                 loop {
                     tokio::select! {
@@ -163,6 +167,7 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
             }
             let (pos, rest) = sink.take_back();
             sub.resume(pos);
+            caught_up = false;
             if let Some(rest) = rest {
                 if !send(&stream, &rest).await {
                     return;
@@ -179,11 +184,12 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
                     }
                     return;
                 };
-                let (chunk, events) = coalesce(item, &mut sub);
+                let (chunk, events, more) = coalesce(item, &mut sub);
                 if !send(&stream, &chunk).await {
                     return;
                 }
                 guard.delivered.inc_by(events);
+                caught_up = !more;
             }
             () = due.due() => {
                 if !send(&stream, HEARTBEAT).await {
@@ -242,11 +248,12 @@ fn reconnect(sub: &Subscription) -> Bytes {
 }
 
 /// The frame for one item, plus every item ready right after it, up to
-/// [`MAX_COALESCE_BYTES`]. A single event is its shared bytes, not a copy.
-fn coalesce(first: Item, sub: &mut Subscription) -> (Bytes, u64) {
+/// [`MAX_COALESCE_BYTES`], and whether more may be ready (it stopped at the limit). A
+/// single event is its shared bytes, not a copy.
+fn coalesce(first: Item, sub: &mut Subscription) -> (Bytes, u64, bool) {
     let (first, mut events) = frame(first);
     let Some(second) = sub.try_next() else {
-        return (first, events);
+        return (first, events, false);
     };
     let mut buf = BytesMut::with_capacity(first.len() * 2);
     buf.put_slice(&first);
@@ -256,11 +263,11 @@ fn coalesce(first: Item, sub: &mut Subscription) -> (Bytes, u64) {
         buf.put_slice(&bytes);
         events += n;
         if buf.len() >= MAX_COALESCE_BYTES {
-            break;
+            return (buf.freeze(), events, true);
         }
         item = sub.try_next();
     }
-    (buf.freeze(), events)
+    (buf.freeze(), events, false)
 }
 
 fn frame(item: Item) -> (Bytes, u64) {
