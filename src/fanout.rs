@@ -4,21 +4,27 @@
 //! kernel's write (measured over 50 broadcasts to 19,000 SSE subscribers: 12.1 µs per
 //! delivery against 9.5 µs for a bare write loop, whose kernel share is the same): the
 //! wake-up, a poll through the body layers, the broadcast channel's shared slot and
-//! waiter list, all on memory that went cold since the last event. A stream with
-//! nothing of its own to send instead *parks* here: a `Sink` holding its socket, its
-//! topics and its position in the log. One of [`SHARDS`] fan-out tasks takes each new
-//! event from the log once and writes its shared bytes to every sink of the shard in
-//! turn, in one pass over a vector, as a bare write loop would.
+//! waiter list, all on memory that went cold since the last event. An SSE stream that
+//! has caught up instead *parks* here: a `Sink` holding its socket, its topics and its
+//! position in the log. One of [`SHARDS`] fan-out tasks writes each new event's shared
+//! bytes to every sink of the shard in turn, in one pass over a vector, as a bare write
+//! loop would (10.0 µs per delivery on the same run).
+//!
+//! A shard takes a new publish from the hub's watch ([`Published`]: the events
+//! themselves, sent before the live receivers are woken), so it starts writing while
+//! the publishing thread is still waking WebSocket sessions and needs no log lock;
+//! anything older (a sink that parked behind the head) it reads from the log.
 //!
 //! The first time a write would block (or fails, or the sink fell out of retention, or
 //! the hub closes), the shard hands the sink back to the stream's task with its position
 //! and the unwritten rest of the frame; the task writes that rest, catches up from the
 //! log as any lagging stream does (coalesced, with the send time-out) and parks again
-//! once it has nothing of its own to send. So a slow reader costs the shard one failed
-//! write, never a wait, and nothing is queued per sink.
+//! once it is through. So a slow reader costs the shard one failed write, never a wait,
+//! and nothing is queued per sink.
 //!
 //! Work stealing still spreads the fan-out over the runtime's threads: the shards are
-//! ordinary tasks, and a shard holds a few hundred sinks at 19,000 connections.
+//! ordinary tasks, a shard holds a few hundred sinks at 19,000 connections, and it
+//! yields every [`YIELD_EVERY`] sinks.
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,7 +38,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::event::{Event, TopicSet};
-use crate::hub::{CATCHUP_BATCH, Hub};
+use crate::hub::{CATCHUP_BATCH, Hub, Published};
 use crate::metrics::TransportLabel;
 
 /// Number of fan-out tasks. Enough for the runtime's threads to share a broadcast
@@ -41,6 +47,10 @@ use crate::metrics::TransportLabel;
 pub const SHARDS: usize = 32;
 /// Most bytes one write to one sink carries when several events are due at once.
 pub const MAX_WRITE_BYTES: usize = 64 * 1024;
+/// Sinks a shard writes to before it lets the other tasks of its thread run (256
+/// writes: about 2.5 ms here), so that one broadcast's shards and the WebSocket
+/// sessions it woke (each its own task) share the threads instead of taking turns.
+pub const YIELD_EVERY: usize = 256;
 /// Most events (buffers) one write to one sink carries: the kernel's `IOV_MAX`.
 const MAX_WRITE_EVENTS: usize = 1024;
 
@@ -236,7 +246,7 @@ impl Fanout {
         let mut head = self.hub.watch_head();
         let mut sinks: Vec<Entry> = Vec::new();
         // Position every sink of `sinks` has been written up to.
-        let mut done = head.as_mut().map_or(0, |h| *h.borrow_and_update());
+        let mut done = head.as_mut().map_or(0, |h| h.borrow_and_update().head);
         loop {
             let closed = match head.as_mut() {
                 None => true,
@@ -261,9 +271,13 @@ impl Fanout {
             if shard.left.swap(false, Ordering::Acquire) {
                 sinks.retain(|(sink, generation)| sink.is_parked(*generation));
             }
+            let latest = head
+                .as_ref()
+                .map(|h| h.borrow().clone())
+                .unwrap_or_default();
             if sinks.is_empty() && new.is_empty() {
                 // Nobody to write to: nothing to read either.
-                done = head.as_ref().map_or(done, |h| *h.borrow());
+                done = latest.head;
                 continue;
             }
             let mut from = done;
@@ -271,15 +285,34 @@ impl Fanout {
                 from = from.min(sink.lock().pos);
                 sinks.push((sink, generation));
             }
-            done = self.deliver(&mut sinks, from, &delivered).await;
+            done = self.deliver(&mut sinks, from, latest, &delivered).await;
         }
     }
 
     /// Writes the events after `from` up to the head to `sinks` (each skipping what it
-    /// already has); returns the position reached. Sinks handed back are removed.
-    async fn deliver(&self, sinks: &mut Vec<Entry>, mut from: u64, counter: &Counter) -> u64 {
+    /// already has); returns the position reached. Sinks handed back are removed. The
+    /// `latest` publish is taken as it is when it follows `from`; anything else is read
+    /// from the log.
+    async fn deliver(
+        &self,
+        sinks: &mut Vec<Entry>,
+        mut from: u64,
+        latest: Published,
+        counter: &Counter,
+    ) -> u64 {
+        // A newer publish wakes the shard again.
+        let target = latest.head;
+        let mut latest = Some(latest);
         loop {
-            let events = match self.hub.read_after(from, CATCHUP_BATCH) {
+            let first = latest
+                .as_ref()
+                .and_then(|l| l.events.first())
+                .map(|e| e.seq);
+            let read = match latest.take() {
+                Some(latest) if first == Some(from + 1) => Ok(latest.events),
+                _ => self.hub.read_after(from, CATCHUP_BATCH).map(Arc::from),
+            };
+            let events = match read {
                 Ok(events) => events,
                 Err(first) => {
                     // Those that fell out of retention reset in their tasks.
@@ -297,24 +330,36 @@ impl Fanout {
             let Some(last) = events.last().map(|e| e.seq) else {
                 return from;
             };
-            let now = Instant::now();
             let (mut delivered, mut full) = (0, 0);
             let mut scratch = Scratch::default();
-            sinks.retain(|(sink, generation)| {
-                match sink.write(*generation, &events, now, &mut scratch, &mut delivered) {
-                    Write::Done => true,
-                    Write::HandedBack => {
-                        full += 1;
-                        false
+            let mut i = 0;
+            while i < sinks.len() {
+                // Every YIELD_EVERY sinks, the other tasks of this thread (other
+                // streams' deliveries) get their turn.
+                let now = Instant::now();
+                for _ in 0..YIELD_EVERY {
+                    let Some((sink, generation)) = sinks.get(i) else {
+                        break;
+                    };
+                    match sink.write(*generation, &events, now, &mut scratch, &mut delivered) {
+                        Write::Done => i += 1,
+                        Write::HandedBack => {
+                            full += 1;
+                            sinks.swap_remove(i);
+                        }
+                        Write::NotParked => {
+                            sinks.swap_remove(i);
+                        }
                     }
-                    Write::NotParked => false,
                 }
-            });
+                tokio::task::yield_now().await;
+            }
             counter.inc_by(delivered);
             self.handed_back.inc_by(full);
             from = last;
-            // Between batches (a burst of publishing), let the stream tasks run.
-            tokio::task::yield_now().await;
+            if from >= target {
+                return from;
+            }
         }
     }
 }

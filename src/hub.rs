@@ -109,9 +109,9 @@ struct Log {
     next_seq: u64,
     /// The live fan-out; `None` once the hub is closed (its receivers then see the end).
     tx: Option<broadcast::Sender<Arc<Event>>>,
-    /// The head, for readers that take events from the log itself (the direct fan-out,
-    /// [`crate::fanout`]); `None` once the hub is closed.
-    head_tx: Option<watch::Sender<u64>>,
+    /// The latest publish, for readers that take events from the log itself (the direct
+    /// fan-out, [`crate::fanout`]); `None` once the hub is closed.
+    head_tx: Option<watch::Sender<Published>>,
 }
 
 impl Log {
@@ -157,6 +157,16 @@ impl Log {
             }
         }
     }
+}
+
+/// The latest publish, as the direct fan-out watches it.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    /// Sequence number of the log's head after it.
+    pub head: u64,
+    /// Its events (consecutive, the last one at `head`), so that a reader that was at
+    /// the head before takes them without the log lock.
+    pub events: Arc<[Arc<Event>]>,
 }
 
 /// Why a subscriber was told its history is incomplete.
@@ -218,7 +228,7 @@ impl Hub {
                     entries: VecDeque::new(),
                     next_seq: 1,
                     tx: Some(tx),
-                    head_tx: Some(watch::Sender::new(0)),
+                    head_tx: Some(watch::Sender::new(Published::default())),
                 }),
                 counters: HubCounters::default(),
             }),
@@ -288,16 +298,23 @@ impl Hub {
                 received,
             ));
             log.entries.push_back((now, event.clone()));
-            // Sent under the lock: this is what closes the replay/live seam (module doc).
-            // An error only means nobody is listening live right now.
-            if let Some(tx) = &log.tx {
-                let _ = tx.send(event.clone());
-            }
             out.push(event);
         }
         log.evict(&self.inner.config, now);
+        // Readers of the log first: the direct fan-out's few tasks start writing while
+        // this thread wakes every live receiver below.
         if let Some(head_tx) = &log.head_tx {
-            head_tx.send_replace(log.head());
+            head_tx.send_replace(Published {
+                head: log.head(),
+                events: out.as_slice().into(),
+            });
+        }
+        // Sent under the lock: this is what closes the replay/live seam (module doc).
+        // An error only means nobody is listening live right now.
+        if let Some(tx) = &log.tx {
+            for event in &out {
+                let _ = tx.send(event.clone());
+            }
         }
         drop(log);
         self.inner.counters.published.inc_by(out.len() as u64);
@@ -315,7 +332,7 @@ impl Hub {
 
     /// The log's head as it moves, for readers of [`Hub::read_after`]; its `changed`
     /// fails once the hub is closed. `None` if it already is.
-    pub fn watch_head(&self) -> Option<watch::Receiver<u64>> {
+    pub fn watch_head(&self) -> Option<watch::Receiver<Published>> {
         self.lock().head_tx.as_ref().map(watch::Sender::subscribe)
     }
 
