@@ -12,7 +12,8 @@
 //!   its chunked encoder; an SSE stream needs neither. Each event's shared bytes go to
 //!   the socket as they are (coalesced when several are ready), the body is delimited by
 //!   closing the connection (an event stream never ends any other way), and an idle
-//!   stream costs a third of the memory.
+//!   stream costs a third of the memory. Once caught up, the stream's socket is written
+//!   by the direct fan-out ([`crate::fanout`]) rather than by this connection's task.
 //!
 //! Anything this module does not fully understand (a head split over several packets,
 //! HTTP/1.0, a request body, an `Upgrade`) goes to hyper, which serves every request
