@@ -69,18 +69,15 @@ pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
         yield Ok::<Bytes, Infallible>(head);
         let mut due = Heartbeat::new(heartbeat);
         loop {
-            tokio::select! {
-                item = sub.next() => {
-                    let Some(item) = item else {
-                        yield Ok(reconnect(&sub));
-                        break;
-                    };
-                    let (chunk, events, _) = coalesce(item, &mut sub);
+            match next_chunk(&mut sub, &mut due).await {
+                Chunk::Events { bytes, events, .. } => {
                     guard.delivered.inc_by(events);
-                    yield Ok(chunk);
+                    yield Ok(bytes);
                 }
-                () = due.due() => {
-                    yield Ok(Bytes::from_static(HEARTBEAT));
+                Chunk::Heartbeat => yield Ok(Bytes::from_static(HEARTBEAT)),
+                Chunk::End(bytes) => {
+                    yield Ok(bytes);
+                    break;
                 }
             }
             due.wrote();
@@ -175,30 +172,65 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
                 due.wrote();
             }
         }
-        tokio::select! {
-            item = sub.next() => {
-                let Some(item) = item else {
-                    if send(&stream, &reconnect(&sub)).await {
-                        // The end of the body (the shard may still hold the socket).
-                        let _ = socket2::SockRef::from(&*stream).shutdown(Shutdown::Write);
-                    }
-                    return;
-                };
-                let (chunk, events, more) = coalesce(item, &mut sub);
-                if !send(&stream, &chunk).await {
+        let chunk = tokio::select! {
+            chunk = next_chunk(&mut sub, &mut due) => chunk,
+            () = gone(&stream) => return,
+        };
+        match chunk {
+            Chunk::Events {
+                bytes,
+                events,
+                more,
+            } => {
+                if !send(&stream, &bytes).await {
                     return;
                 }
                 guard.delivered.inc_by(events);
                 caught_up = !more;
             }
-            () = due.due() => {
+            Chunk::Heartbeat => {
                 if !send(&stream, HEARTBEAT).await {
                     return;
                 }
             }
-            () = gone(&stream) => return,
+            Chunk::End(bytes) => {
+                if send(&stream, &bytes).await {
+                    // The end of the body (the shard may still hold the socket).
+                    let _ = socket2::SockRef::from(&*stream).shutdown(Shutdown::Write);
+                }
+                return;
+            }
         }
         due.wrote();
+    }
+}
+
+/// What a stream writes next, whoever writes it (the hyper body or the direct path).
+enum Chunk {
+    /// Events (and resets), coalesced; `more`: it stopped at the size limit.
+    Events {
+        bytes: Bytes,
+        events: u64,
+        more: bool,
+    },
+    /// Nothing was written for a heartbeat interval.
+    Heartbeat,
+    /// The server drains: the `reconnect` frame, then the end of the stream.
+    End(Bytes),
+}
+
+/// Waits for the next chunk of a stream. Cancel-safe: it waits only in
+/// `Subscription::next` and the heartbeat timer, both cancel-safe.
+async fn next_chunk(sub: &mut Subscription, due: &mut Heartbeat) -> Chunk {
+    tokio::select! {
+        item = sub.next() => match item {
+            Some(item) => {
+                let (bytes, events, more) = coalesce(item, sub);
+                Chunk::Events { bytes, events, more }
+            }
+            None => Chunk::End(reconnect(sub)),
+        },
+        () = due.due() => Chunk::Heartbeat,
     }
 }
 
