@@ -103,7 +103,8 @@ struct SinkState {
     generation: u64,
     /// The shard of the latest parking.
     shard: usize,
-    topics: TopicSet,
+    /// The stream's topics, shared with its subscription.
+    topics: Arc<TopicSet>,
     /// Sequence number of the last log entry written (or skipped: other topics).
     pos: u64,
     /// When something was last written to the socket (heartbeats are due after it).
@@ -177,7 +178,7 @@ impl Fanout {
 
     /// A sink for a stream's socket, owned by the stream's task until parked. Dropping
     /// it lets go of the socket in the shard too.
-    pub fn sink(self: &Arc<Self>, stream: Arc<TcpStream>, topics: TopicSet) -> SinkHandle {
+    pub fn sink(self: &Arc<Self>, stream: Arc<TcpStream>, topics: Arc<TopicSet>) -> SinkHandle {
         SinkHandle {
             fanout: self.clone(),
             sink: Arc::new(Sink {

@@ -350,7 +350,7 @@ impl Hub {
     pub fn subscribe(&self, topics: TopicSet, cursor: Option<&Cursor>) -> Subscription {
         let mut sub = Subscription {
             hub: self.clone(),
-            topics,
+            topics: Arc::new(topics),
             pos: 0,
             rx: None,
             pending: VecDeque::new(),
@@ -369,7 +369,8 @@ impl Hub {
 /// heartbeat timer and a socket read.
 pub struct Subscription {
     hub: Hub,
-    topics: TopicSet,
+    /// Shared with the direct fan-out's sink of the stream (copied on write).
+    topics: Arc<TopicSet>,
     /// Sequence number of the last log entry this subscription has looked at.
     pos: u64,
     /// `None` while catching up from the log; `Some` once live on the broadcast.
@@ -394,6 +395,12 @@ impl Subscription {
     /// The subscribed topics.
     pub fn topics(&self) -> &TopicSet {
         &self.topics
+    }
+
+    /// The subscribed topics, shared (a later subscribe or unsubscribe does not change
+    /// what this handle sees).
+    pub fn shared_topics(&self) -> Arc<TopicSet> {
+        self.topics.clone()
     }
 
     /// Positions the subscription after `cursor` (or at the head), recording a reset
@@ -444,8 +451,8 @@ impl Subscription {
         topics: &TopicSet,
         cursor: Option<&Cursor>,
     ) -> Result<(), InvalidInput> {
-        let before = self.topics.clone();
-        self.topics.extend(topics)?;
+        let before = TopicSet::clone(&self.topics);
+        Arc::make_mut(&mut self.topics).extend(topics)?;
         if cursor.is_some() {
             let delivered = self.pos;
             self.seek(cursor);
@@ -458,7 +465,7 @@ impl Subscription {
 
     /// Removes topics.
     pub fn unsubscribe(&mut self, topics: &TopicSet) {
-        self.topics.remove(topics);
+        Arc::make_mut(&mut self.topics).remove(topics);
         let topics = &self.topics;
         self.pending.retain(|e| topics.contains(e.topic.as_str()));
     }

@@ -141,7 +141,7 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
     let sink = guard
         .state()
         .fanout
-        .sink(stream.clone(), sub.topics().clone());
+        .sink(stream.clone(), sub.shared_topics());
     let mut due = Heartbeat::new(every);
     // Whether the stream has had everything ready (at the head, or just opened): then it
     // parks. A stream that lags catches up on its own, coalesced, and parks once it is
