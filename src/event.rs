@@ -8,9 +8,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use serde::Serialize;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Longest topic name, in bytes (SPEC §1).
 pub const MAX_TOPIC_LEN: usize = 200;
@@ -218,8 +220,12 @@ pub struct Event {
     pub json: Bytes,
     /// The SSE frame: `id: <cursor>\ndata: <envelope>\n\n`.
     pub sse: Bytes,
-    /// The WebSocket text frame: `{"op":"event",<envelope fields>}`.
+    /// The WebSocket text message: `{"op":"event",<envelope fields>}`, the payload of
+    /// `ws_frame` (the same bytes).
     pub ws: Utf8Bytes,
+    /// The whole WebSocket frame of `ws` as a server sends it (RFC 6455 §5.2: final,
+    /// text, unmasked, its length), for writing straight onto a socket.
+    pub ws_frame: Bytes,
 }
 
 #[derive(Serialize)]
@@ -256,15 +262,31 @@ impl Event {
         let json = serde_json::to_string(&envelope).unwrap_or_else(|_| String::from("{}"));
         let sse = format!("id: {id}\ndata: {json}\n\n");
         let ws = format!("{{\"op\":\"event\",{}", &json[1..]);
+        let ws_frame = ws_text_frame(ws.as_bytes());
+        let header = ws_frame.len() - ws.len();
+        // The payload is the `String` just copied, so it is UTF-8.
+        let ws =
+            Utf8Bytes::try_from(ws_frame.slice(header..)).unwrap_or_else(|_| Utf8Bytes::from(ws));
         Event {
             seq,
             topic,
             id: id.into_boxed_str(),
             json: Bytes::from(json),
             sse: Bytes::from(sse),
-            ws: Utf8Bytes::from(ws),
+            ws,
+            ws_frame,
         }
     }
+}
+
+/// A final, unmasked WebSocket text frame (RFC 6455 §5.2) of `payload`, as
+/// tungstenite formats it.
+pub fn ws_text_frame(payload: &[u8]) -> Bytes {
+    let frame = Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true);
+    let mut out = Vec::with_capacity(frame.len());
+    // Writing to a `Vec` cannot fail.
+    let _ = frame.format(&mut out);
+    Bytes::from(out)
 }
 
 /// An event as a publisher hands it in, already validated.
@@ -355,5 +377,27 @@ mod tests {
         );
         assert_eq!(ev.sse, format!("id: ep-7\ndata: {json}\n\n"));
         assert_eq!(ev.ws.as_str(), format!("{{\"op\":\"event\",{}", &json[1..]));
+        assert_eq!(
+            ev.ws_frame[ev.ws_frame.len() - ev.ws.len()..],
+            *ev.ws.as_bytes()
+        );
+    }
+
+    /// The frame written straight to sockets: final, text, unmasked, with each of the
+    /// three length encodings.
+    #[test]
+    fn ws_frames_carry_their_length() {
+        for (len, header) in [
+            (0, vec![0x81, 0]),
+            (125, vec![0x81, 125]),
+            (126, vec![0x81, 126, 0, 126]),
+            (65_535, vec![0x81, 126, 0xff, 0xff]),
+            (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let payload = vec![b'x'; len];
+            let frame = ws_text_frame(&payload);
+            assert_eq!(frame[..header.len()], header, "length {len}");
+            assert_eq!(frame[header.len()..], payload, "length {len}");
+        }
     }
 }

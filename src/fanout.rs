@@ -4,24 +4,27 @@
 //! kernel's write (measured over 50 broadcasts to 19,000 SSE subscribers: 12.1 µs per
 //! delivery against 9.5 µs for a bare write loop, whose kernel share is the same): the
 //! wake-up, a poll through the body layers, the broadcast channel's shared slot and
-//! waiter list, all on memory that went cold since the last event. An SSE stream that
-//! has caught up instead *parks* here: a `Sink` holding its socket, its topics and its
-//! position in the log. One of [`SHARDS`] fan-out tasks writes each new event's shared
-//! bytes to every sink of the shard in turn, in one pass over a vector, as a bare write
-//! loop would (9.6 – 9.7 µs per delivery on the same run, two runs; 12.1 – 12.3 µs
-//! before, three runs; the bare loop 9.0 – 9.5 µs).
+//! waiter list, all on memory that went cold since the last event. An SSE stream or a
+//! WebSocket session that has caught up instead *parks* here: a `Sink` holding its
+//! socket, how it frames events ([`Framing`]), its topics and its position in the log.
+//! One of [`SHARDS`] fan-out tasks writes each new event's shared bytes (the SSE frame,
+//! or the whole WebSocket frame) to every sink of the shard in turn, in one pass over a
+//! vector, as a bare write loop would (9.6 – 9.7 µs per delivery on the same run, two
+//! runs; 12.1 – 12.3 µs before, three runs; the bare loop 9.0 – 9.5 µs).
 //!
 //! A shard takes a new publish from the hub's watch ([`Published`]: the events
 //! themselves, sent before the live receivers are woken), so it starts writing while
-//! the publishing thread is still waking WebSocket sessions and needs no log lock;
-//! anything older (a sink that parked behind the head) it reads from the log.
+//! the publishing thread is still waking the streams that are not parked, and needs no
+//! log lock; anything older (a sink that parked behind the head) it reads from the log.
 //!
 //! The first time a write would block (or fails, or the sink fell out of retention, or
 //! the hub closes), the shard hands the sink back to the stream's task with its position
 //! and the unwritten rest of the frame; the task writes that rest, catches up from the
 //! log as any lagging stream does (coalesced, with the send time-out) and parks again
 //! once it is through. So a slow reader costs the shard one failed write, never a wait,
-//! and nothing is queued per sink.
+//! and nothing is queued per sink. A stream's task can also take its sink back at any
+//! time (a WebSocket session that must answer a client frame): after that, the shard
+//! writes nothing more to it.
 //!
 //! Work stealing still spreads the fan-out over the runtime's threads: the shards are
 //! ordinary tasks, and each yields every [`YIELD_EVERY`] sinks.
@@ -40,6 +43,7 @@ use tokio::time::Instant;
 use crate::event::{Event, TopicSet};
 use crate::hub::{CATCHUP_BATCH, Hub, Published};
 use crate::metrics::TransportLabel;
+use crate::transport::Transport;
 
 /// Number of fan-out tasks. Enough for the runtime's threads to share a broadcast (a
 /// shard yields every [`YIELD_EVERY`] sinks, and a yielded task can be stolen by an idle
@@ -57,13 +61,37 @@ pub const YIELD_EVERY: usize = 256;
 /// Most events (buffers) one write to one sink carries: the kernel's `IOV_MAX`.
 const MAX_WRITE_EVENTS: usize = 1024;
 
+/// How a sink's stream frames an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-Sent Events: [`Event::sse`].
+    Sse,
+    /// WebSocket text frames: [`Event::ws_frame`].
+    WebSocket,
+}
+
+impl Framing {
+    fn frame(self, event: &Event) -> &Bytes {
+        match self {
+            Framing::Sse => &event.sse,
+            Framing::WebSocket => &event.ws_frame,
+        }
+    }
+
+    fn transport(self) -> Transport {
+        match self {
+            Framing::Sse => Transport::Sse,
+            Framing::WebSocket => Transport::WebSocket,
+        }
+    }
+}
+
 /// The direct fan-out of one hub.
 pub struct Fanout {
     hub: Hub,
-    /// Where delivered events are counted, under `label` (created with the first sink's
-    /// stream, so an unused transport shows no series).
+    /// Where delivered events are counted, by transport (a series is created with its
+    /// first delivery, so an unused transport shows none).
     delivered: Family<TransportLabel, Counter>,
-    label: TransportLabel,
     /// Counts sinks handed back because their socket was full.
     handed_back: Counter,
     shards: Box<[Shard]>,
@@ -92,6 +120,7 @@ struct Incoming {
 /// A stream's socket as the shards see it.
 struct Sink {
     stream: Arc<TcpStream>,
+    framing: Framing,
     state: Mutex<SinkState>,
     /// Tells the stream's task that the shard handed the sink back.
     handback: Notify,
@@ -103,7 +132,7 @@ struct SinkState {
     generation: u64,
     /// The shard of the latest parking.
     shard: usize,
-    /// The stream's topics, shared with its subscription.
+    /// The stream's topics as of its latest parking, shared with its subscription.
     topics: Arc<TopicSet>,
     /// Sequence number of the last log entry written (or skipped: other topics).
     pos: u64,
@@ -128,6 +157,8 @@ struct Scratch<'a> {
     slices: Vec<IoSlice<'a>>,
     /// Their events.
     batch: Vec<&'a Arc<Event>>,
+    /// Deliveries, by framing (SSE, WebSocket).
+    delivered: [u64; 2],
 }
 
 /// What `Sink::write` did.
@@ -151,18 +182,16 @@ pub enum Heartbeat {
 }
 
 impl Fanout {
-    /// The fan-out of `hub`, counting deliveries in `delivered` under `label` and
+    /// The fan-out of `hub`, counting deliveries in `delivered` by transport and
     /// sinks handed back for a full socket in `handed_back`.
     pub fn new(
         hub: Hub,
         delivered: Family<TransportLabel, Counter>,
-        label: TransportLabel,
         handed_back: Counter,
     ) -> Fanout {
         Fanout {
             hub,
             delivered,
-            label,
             handed_back,
             shards: (0..SHARDS)
                 .map(|_| Shard {
@@ -178,16 +207,17 @@ impl Fanout {
 
     /// A sink for a stream's socket, owned by the stream's task until parked. Dropping
     /// it lets go of the socket in the shard too.
-    pub fn sink(self: &Arc<Self>, stream: Arc<TcpStream>, topics: Arc<TopicSet>) -> SinkHandle {
+    pub fn sink(self: &Arc<Self>, stream: Arc<TcpStream>, framing: Framing) -> SinkHandle {
         SinkHandle {
             fanout: self.clone(),
             sink: Arc::new(Sink {
                 stream,
+                framing,
                 state: Mutex::new(SinkState {
                     owner: Owner::Task,
                     generation: 0,
                     shard: 0,
-                    topics,
+                    topics: Arc::default(),
                     pos: 0,
                     last_write: Instant::now(),
                     rest: None,
@@ -197,10 +227,17 @@ impl Fanout {
         }
     }
 
-    /// Parks `sink` at position `pos`: a shard writes every event after `pos` to it
-    /// until it hands it back. `false` if the hub is closed (the task keeps it). Must be
-    /// called from within the runtime (the shard's task starts on first use).
-    fn park(self: &Arc<Self>, sink: &Arc<Sink>, pos: u64, now: Instant) -> bool {
+    /// Parks `sink` at position `pos`: a shard writes every event after `pos` on
+    /// `topics` to it until it hands it back. `false` if the hub is closed (the task
+    /// keeps it). Must be called from within the runtime (the shard's task starts on
+    /// first use).
+    fn park(
+        self: &Arc<Self>,
+        sink: &Arc<Sink>,
+        pos: u64,
+        topics: Arc<TopicSet>,
+        now: Instant,
+    ) -> bool {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % SHARDS;
         let generation = {
             let mut state = sink.lock();
@@ -208,6 +245,7 @@ impl Fanout {
             state.generation += 1;
             state.shard = index;
             state.pos = pos;
+            state.topics = topics;
             state.rest = None;
             state.last_write = state.last_write.max(now);
             state.generation
@@ -246,7 +284,6 @@ impl Fanout {
     /// has not had yet, until the hub closes.
     async fn run(self: Arc<Self>, index: usize) {
         let shard = &self.shards[index];
-        let delivered = self.delivered.get_or_create(&self.label).clone();
         let mut head = self.hub.watch_head();
         let mut sinks: Vec<Entry> = Vec::new();
         // Position every sink of `sinks` has been written up to.
@@ -289,7 +326,7 @@ impl Fanout {
                 from = from.min(sink.lock().pos);
                 sinks.push((sink, generation));
             }
-            done = self.deliver(&mut sinks, from, latest, &delivered).await;
+            done = self.deliver(&mut sinks, from, latest).await;
         }
     }
 
@@ -297,13 +334,7 @@ impl Fanout {
     /// already has); returns the position reached. Sinks handed back are removed. The
     /// `latest` publish is taken as it is when it follows `from`; anything else is read
     /// from the log.
-    async fn deliver(
-        &self,
-        sinks: &mut Vec<Entry>,
-        mut from: u64,
-        latest: Published,
-        counter: &Counter,
-    ) -> u64 {
+    async fn deliver(&self, sinks: &mut Vec<Entry>, mut from: u64, latest: Published) -> u64 {
         // A newer publish wakes the shard again.
         let target = latest.head;
         let mut latest = Some(latest);
@@ -334,7 +365,7 @@ impl Fanout {
             let Some(last) = events.last().map(|e| e.seq) else {
                 return from;
             };
-            let (mut delivered, mut full) = (0, 0);
+            let mut full = 0;
             let mut scratch = Scratch::default();
             let mut i = 0;
             while i < sinks.len() {
@@ -345,7 +376,7 @@ impl Fanout {
                     let Some((sink, generation)) = sinks.get(i) else {
                         break;
                     };
-                    match sink.write(*generation, &events, now, &mut scratch, &mut delivered) {
+                    match sink.write(*generation, &events, now, &mut scratch) {
                         Write::Done => i += 1,
                         Write::HandedBack => {
                             full += 1;
@@ -360,8 +391,19 @@ impl Fanout {
                     tokio::task::yield_now().await;
                 }
             }
-            counter.inc_by(delivered);
+            for framing in [Framing::Sse, Framing::WebSocket] {
+                let n = scratch.delivered[framing as usize];
+                if n > 0 {
+                    let label = TransportLabel {
+                        transport: framing.transport(),
+                    };
+                    self.delivered.get_or_create(&label).inc_by(n);
+                }
+            }
             self.handed_back.inc_by(full);
+            // Behind live delivery, catching up from the log: lagging, as a
+            // subscriber that fell out of the broadcast ring is.
+            self.hub.counters().lagged.inc_by(full);
             from = last;
             if from >= target {
                 return from;
@@ -377,10 +419,17 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
-    /// Parks the sink at position `pos` (see [`Fanout`]); `false` if the hub is closed
-    /// and the task keeps writing. `now`: when the task last wrote.
-    pub fn park(&self, pos: u64, now: Instant) -> bool {
-        self.fanout.park(&self.sink, pos, now)
+    /// Parks the sink at position `pos` (see [`Fanout`]) for the events on `topics`;
+    /// `false` if the hub is closed and the task keeps writing. `now`: when the task
+    /// last wrote.
+    pub fn park(&self, pos: u64, topics: Arc<TopicSet>, now: Instant) -> bool {
+        self.fanout.park(&self.sink, pos, topics, now)
+    }
+
+    /// A way to take the sink back from wherever the task's writes happen (the
+    /// WebSocket codec's IO): see [`Claim`].
+    pub fn claim(&self) -> Claim {
+        Claim(self.sink.clone())
     }
 
     /// Waits until the shard hands the sink back.
@@ -399,6 +448,26 @@ impl SinkHandle {
     /// Writes a heartbeat `frame` if nothing was written for `every`.
     pub fn heartbeat(&self, frame: &'static [u8], every: std::time::Duration) -> Heartbeat {
         self.sink.heartbeat(frame, every)
+    }
+}
+
+/// Takes a sink back for a write that does not go through the stream's task loop: the
+/// WebSocket codec's own replies (a pong, the echo of a close) come out of a read.
+pub struct Claim(Arc<Sink>);
+
+impl Claim {
+    /// Makes the task the sink's writer: a parked sink stops being written by its shard
+    /// (and its task is woken as by a handback). Returns the unwritten rest of a frame
+    /// the shard began, which must be written before anything else.
+    pub fn claim(&self) -> Option<Bytes> {
+        let mut state = self.0.lock();
+        if state.owner == Owner::Shard {
+            state.owner = Owner::Task;
+            drop(state);
+            self.0.handback.notify_one();
+            return None;
+        }
+        state.rest.take()
     }
 }
 
@@ -462,9 +531,14 @@ impl Sink {
         events: &'a [Arc<Event>],
         now: Instant,
         scratch: &mut Scratch<'a>,
-        delivered: &mut u64,
     ) -> Write {
-        let Scratch { slices, batch } = scratch;
+        let Scratch {
+            slices,
+            batch,
+            delivered,
+        } = scratch;
+        let framing = self.framing;
+        let delivered = &mut delivered[framing as usize];
         let mut guard = self.lock();
         let state = &mut *guard;
         if state.owner != Owner::Shard || state.generation != generation {
@@ -487,11 +561,13 @@ impl Sink {
             let mut bytes = 0;
             while let Some(event) = due.next_if(|e| {
                 batch.is_empty()
-                    || (batch.len() < MAX_WRITE_EVENTS && bytes + e.sse.len() <= MAX_WRITE_BYTES)
+                    || (batch.len() < MAX_WRITE_EVENTS
+                        && bytes + framing.frame(e).len() <= MAX_WRITE_BYTES)
             }) {
-                bytes += event.sse.len();
+                let frame = framing.frame(event);
+                bytes += frame.len();
                 batch.push(event);
-                slices.push(IoSlice::new(&event.sse));
+                slices.push(IoSlice::new(frame));
             }
             let written = if let [one] = slices.as_slice() {
                 self.stream.try_write(one)
@@ -501,15 +577,16 @@ impl Sink {
             // Would block, or failed: the task waits (with its time-out) or notices.
             let mut written = written.unwrap_or(0);
             for event in batch.iter() {
-                if written >= event.sse.len() {
-                    written -= event.sse.len();
+                let frame = framing.frame(event);
+                if written >= frame.len() {
+                    written -= frame.len();
                     state.pos = event.seq;
                     state.last_write = now;
                     *delivered += 1;
                     continue;
                 }
                 // This frame is cut short (or not begun): the task takes over here.
-                let rest = (written > 0).then(|| event.sse.slice(written..));
+                let rest = (written > 0).then(|| frame.slice(written..));
                 if rest.is_some() {
                     state.pos = event.seq;
                     state.last_write = now;

@@ -53,7 +53,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{AllowedOrigins, Config};
 use crate::hub::{Hub, HubConfig};
-use crate::metrics::{Metrics, TransportLabel};
+use crate::metrics::Metrics;
 use crate::transport::Transport;
 
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
@@ -84,7 +84,7 @@ pub struct AppState {
     pub demo: demo::Demo,
     /// Open streams now, checked against `max_connections`.
     pub open_streams: AtomicU32,
-    /// Writes live events straight to the sockets of caught-up SSE streams.
+    /// Writes live events straight to the sockets of caught-up SSE and WebSocket streams.
     pub fanout: Arc<fanout::Fanout>,
     reports: api::ReportLimiter,
 }
@@ -100,9 +100,6 @@ impl AppState {
         let fanout = Arc::new(fanout::Fanout::new(
             hub.clone(),
             metrics.delivered.clone(),
-            TransportLabel {
-                transport: Transport::Sse,
-            },
             metrics.handed_back.clone(),
         ));
         Arc::new(AppState {

@@ -423,31 +423,21 @@ async fn a_stalled_sse_reader_is_dropped_after_the_send_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_streams_get_their_topics_whole_through_a_stalled_reader() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const N: u64 = 2000;
-    const TOPICS: [&str; 3] = ["fa", "fb", "fc"];
     let app = spawn_app(|_| {}).await;
-    let topic_of = |n: u64| TOPICS[(n % 3) as usize];
-    let expected = |topics: &str| -> Vec<u64> {
-        (0..N)
-            .filter(|&n| topics.split(',').any(|t| t == topic_of(n)))
-            .collect()
-    };
 
     // Readers that keep up, each on its own task, on three topic sets (nobody takes fc).
     let mut readers = Vec::new();
     for topics in ["fa", "fb", "fa,fb"].into_iter().cycle().take(6) {
         let mut sse = Sse::connect(&app, &format!("/v1/sse?topics={topics}"), None).await;
         assert_eq!(sse.next().await.event, "ready");
-        let want = expected(topics);
+        let want = fan_expected(topics);
         readers.push(tokio::spawn(async move {
             let got = ns(&sse.events(want.len()).await);
             assert_eq!(got, want, "a reader of {topics} that keeps up");
         }));
     }
-    // One that stops after `ready`, with a small receive window.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let mut stalled = socket.connect(app.addr).await.expect("connect");
+    // One that stops after `ready`.
+    let mut stalled = small_window(&app).await;
     stalled
         .write_all(b"GET /v1/sse?topics=fa,fb HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -463,32 +453,16 @@ async fn parked_streams_get_their_topics_whole_through_a_stalled_reader() {
     })
     .await;
 
-    // 2000 events of 2 kB: far more than the stalled reader's socket holds.
-    let pad = "x".repeat(2000);
-    for chunk in 0..N / 100 {
-        let events: Vec<Value> = (chunk * 100..chunk * 100 + 100)
-            .map(|n| json!({"topic": topic_of(n), "type": "x", "data": {"n": n, "pad": pad}}))
-            .collect();
-        app.publish(Value::Array(events)).await;
-    }
+    fan_publish(&app).await;
     for reader in readers {
         within(WAIT, "the readers that keep up", reader)
             .await
             .expect("reader task");
     }
-    let metrics = app.text("/metrics").await;
-    let handbacks: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("switchyard_fanout_handbacks_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("switchyard_fanout_handbacks_total in /metrics");
-    assert!(
-        handbacks > 0,
-        "the stalled reader's full socket was handed back to its task"
-    );
+    let handbacks = handbacks(&app).await;
 
     // Now it reads everything: whole frames, its topics, in order, nothing twice.
-    let want = expected("fa,fb");
+    let want = fan_expected("fa,fb");
     let mut got = Vec::new();
     within(WAIT, "the stalled reader to catch up", async {
         while got.len() < want.len() {
@@ -521,4 +495,192 @@ async fn parked_streams_get_their_topics_whole_through_a_stalled_reader() {
     assert_eq!(got, want, "the stalled reader's events");
     eprintln!("{handbacks} hand-backs to the stream's task");
     app.stop().await;
+}
+
+/// The same over WebSocket, where the session keeps reading while the fan-out writes:
+/// readers that ping (the `ping` op and protocol pings) as events stream in get every
+/// pong and every event of their topics in order; one that stops reading, then pings,
+/// gets whole frames, its pong and its events in order; and a parked session that
+/// subscribes and unsubscribes gets exactly its new topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_websockets_answer_while_the_fan_out_writes() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    const PING_EVERY: usize = 100;
+    let app = spawn_app(|_| {}).await;
+
+    let mut readers = Vec::new();
+    for topics in ["fa", "fb", "fa,fb"].into_iter().cycle().take(6) {
+        let mut ws = Ws::connect(&app.ws_url(&format!("/v1/ws?topics={topics}"))).await;
+        assert_eq!(ws.next().await["op"], "ready");
+        let want = fan_expected(topics);
+        readers.push(tokio::spawn(async move {
+            let (mut got, mut pings, mut pongs, mut protocol_pongs) = (Vec::new(), 0, 0, 0);
+            while got.len() < want.len() || pongs < pings || protocol_pongs < pings {
+                let msg = within(WAIT, "a frame", ws.stream.next())
+                    .await
+                    .expect("WebSocket ended")
+                    .expect("WebSocket error (a frame cut or spliced?)");
+                match msg {
+                    Message::Text(t) => {
+                        let v: Value = serde_json::from_str(&t).expect("frame is JSON");
+                        match v["op"].as_str() {
+                            Some("event") => {
+                                got.push(v["data"]["n"].as_u64().expect("data.n"));
+                                if got.len() % PING_EVERY == 0 {
+                                    ws.send_text(r#"{"op":"ping"}"#).await;
+                                    ws.stream
+                                        .send(Message::Ping(b"p".to_vec().into()))
+                                        .await
+                                        .expect("ping");
+                                    pings += 1;
+                                }
+                            }
+                            Some("pong") => pongs += 1,
+                            Some("heartbeat") => {}
+                            _ => panic!("unexpected frame {v}"),
+                        }
+                    }
+                    Message::Pong(p) => {
+                        assert_eq!(&p[..], b"p");
+                        protocol_pongs += 1;
+                    }
+                    other => panic!("unexpected frame {other:?}"),
+                }
+            }
+            assert_eq!(got, want, "a reader of {topics} that pings");
+            assert_eq!(
+                (pongs, protocol_pongs),
+                (pings, pings),
+                "{topics}: a pong per ping"
+            );
+            pings
+        }));
+    }
+    // One that stops after `ready`.
+    let tcp = small_window(&app).await;
+    let (mut stalled, _) = tokio_tungstenite::client_async(app.ws_url("/v1/ws?topics=fa,fb"), tcp)
+        .await
+        .expect("WebSocket handshake");
+    let ready = within(WAIT, "the stalled reader's ready", stalled.next()).await;
+    assert!(
+        matches!(&ready, Some(Ok(Message::Text(t))) if t.contains(r#""op":"ready""#)),
+        "{ready:?}"
+    );
+
+    fan_publish(&app).await;
+    let mut pings = 0;
+    for reader in readers {
+        pings += within(WAIT, "the readers that ping", reader)
+            .await
+            .expect("reader task");
+    }
+    assert!(pings >= 6 * 6, "{pings} pings");
+    let handbacks = handbacks(&app).await;
+
+    // The stalled reader pings with its socket full, then reads everything.
+    stalled
+        .send(Message::Ping(b"late".to_vec().into()))
+        .await
+        .expect("ping");
+    let (want, mut got, mut pong) = (fan_expected("fa,fb"), Vec::new(), false);
+    within(WAIT, "the stalled reader to catch up", async {
+        while got.len() < want.len() || !pong {
+            match stalled.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("frame is JSON");
+                    match v["op"].as_str() {
+                        Some("event") => got.push(v["data"]["n"].as_u64().expect("data.n")),
+                        Some("heartbeat") => {}
+                        _ => panic!("unexpected frame {v}"),
+                    }
+                }
+                Some(Ok(Message::Pong(p))) => {
+                    assert_eq!(&p[..], b"late");
+                    pong = true;
+                }
+                other => panic!("after {} events: {other:?}", got.len()),
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, want, "the stalled reader's events");
+
+    // A parked session changes its topics: the fan-out follows.
+    let mut ws = Ws::connect(&app.ws_url("/v1/ws?topics=fa")).await;
+    assert_eq!(ws.next().await["op"], "ready");
+    let first = app.publish_n("fa", 0..1).await;
+    assert_eq!(ids(&ws.events(1).await), first);
+    ws.send_text(r#"{"op":"subscribe","topics":["fc"]}"#).await;
+    let subscribed = ws.next().await;
+    assert_eq!(subscribed["topics"], json!(["fa", "fc"]), "{subscribed}");
+    let both = app
+        .publish(json!([
+            {"topic": "fc", "type": "x", "data": {}},
+            {"topic": "fb", "type": "x", "data": {}},
+            {"topic": "fa", "type": "x", "data": {}},
+        ]))
+        .await;
+    assert_eq!(ids(&ws.events(2).await), [both[0].clone(), both[2].clone()]);
+    ws.send_text(r#"{"op":"unsubscribe","topics":["fa"]}"#)
+        .await;
+    assert_eq!(ws.next().await["topics"], json!(["fc"]));
+    let after = app
+        .publish(json!([
+            {"topic": "fa", "type": "x", "data": {}},
+            {"topic": "fc", "type": "x", "data": {}},
+        ]))
+        .await;
+    assert_eq!(ids(&ws.events(1).await), [after[1].clone()]);
+    eprintln!("{handbacks} hand-backs, {pings} pings answered");
+    app.stop().await;
+}
+
+/// The fan-out tests' events: `FAN_EVENTS` of 2 kB, event `n` on `FAN_TOPICS[n % 3]`.
+const FAN_EVENTS: u64 = 2000;
+const FAN_TOPICS: [&str; 3] = ["fa", "fb", "fc"];
+
+/// The `n`s a reader of `topics` (comma-separated) gets, in order.
+fn fan_expected(topics: &str) -> Vec<u64> {
+    (0..FAN_EVENTS)
+        .filter(|&n| topics.split(',').any(|t| t == FAN_TOPICS[(n % 3) as usize]))
+        .collect()
+}
+
+/// Publishes the fan-out events, 100 per request: far more than a stalled reader's
+/// socket holds.
+async fn fan_publish(app: &TestApp) {
+    let pad = "x".repeat(2000);
+    for chunk in 0..FAN_EVENTS / 100 {
+        let events: Vec<Value> = (chunk * 100..chunk * 100 + 100)
+            .map(|n| {
+                let topic = FAN_TOPICS[(n % 3) as usize];
+                json!({"topic": topic, "type": "x", "data": {"n": n, "pad": pad}})
+            })
+            .collect();
+        app.publish(Value::Array(events)).await;
+    }
+}
+
+/// A connection to the app with a 4 KiB receive window, for a reader that stalls.
+async fn small_window(app: &TestApp) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(app.addr).await.expect("connect")
+}
+
+/// `switchyard_fanout_handbacks_total`, asserted > 0: a stalled reader's full socket
+/// was handed back to its stream's task.
+async fn handbacks(app: &TestApp) -> u64 {
+    let metrics = app.text("/metrics").await;
+    let handbacks: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_fanout_handbacks_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("switchyard_fanout_handbacks_total in /metrics");
+    assert!(
+        handbacks > 0,
+        "the stalled reader's full socket was handed back to its task"
+    );
+    handbacks
 }

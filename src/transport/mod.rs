@@ -407,6 +407,7 @@ type QueryResult = Result<Query<StreamQuery>, axum::extract::rejection::QueryRej
 pub(crate) async fn stream(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    raw: ws::RawUpgrade,
     upgrade: WsUpgrade,
     query: QueryResult,
 ) -> Response {
@@ -423,7 +424,7 @@ pub(crate) async fn stream(
         // plain request falls through to long polling; each is refused if its one
         // transport is off.
         require(&state, transport, transport != Transport::LongPoll)?;
-        open(&state, transport, &headers, upgrade, query).await
+        open(&state, transport, &headers, (raw, upgrade), query).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -434,6 +435,7 @@ pub(crate) async fn dedicated(
     State(state): State<Arc<AppState>>,
     path: MatchedPath,
     headers: HeaderMap,
+    raw: ws::RawUpgrade,
     upgrade: WsUpgrade,
     query: QueryResult,
 ) -> Response {
@@ -444,13 +446,14 @@ pub(crate) async fn dedicated(
         return ApiError::Internal(format!("no transport serves {}", path.as_str()))
             .into_response();
     };
-    serve_one(state, transport, headers, upgrade, query).await
+    serve_one(state, transport, headers, raw, upgrade, query).await
 }
 
 async fn serve_one(
     state: Arc<AppState>,
     transport: Transport,
     headers: HeaderMap,
+    raw: ws::RawUpgrade,
     upgrade: WsUpgrade,
     query: QueryResult,
 ) -> Response {
@@ -459,7 +462,7 @@ async fn serve_one(
             return Err(stripped_error(&state));
         }
         require(&state, transport, true)?;
-        open(&state, transport, &headers, upgrade, query).await
+        open(&state, transport, &headers, (raw, upgrade), query).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -469,7 +472,7 @@ async fn open(
     state: &Arc<AppState>,
     transport: Transport,
     headers: &HeaderMap,
-    upgrade: WsUpgrade,
+    (raw, upgrade): (ws::RawUpgrade, WsUpgrade),
     query: QueryResult,
 ) -> Result<Response, ApiError> {
     let request = StreamRequest::parse(query, headers)?;
@@ -478,17 +481,20 @@ async fn open(
         return Err(e);
     }
     if transport == Transport::WebSocket {
-        let upgrade = upgrade.map_err(|e| {
+        let not_a_websocket = |reason: String| {
             ApiError::bad_request(
                 "not_a_websocket",
-                format!(
-                    "{} (this endpoint only serves WebSocket upgrades)",
-                    e.body_text()
-                ),
+                format!("{reason} (this endpoint only serves WebSocket upgrades)"),
             )
-        })?;
+        };
+        // axum's extractor checks the request; the session takes the upgrade itself
+        // (`raw`), so the extractor's own copy is dropped unused.
+        let _checked = upgrade.map_err(|e| not_a_websocket(e.body_text()))?;
+        let key = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .ok_or_else(|| not_a_websocket("`Sec-WebSocket-Key` header is missing".into()))?;
         let guard = ConnGuard::acquire(state, transport)?;
-        return Ok(ws::serve(guard, upgrade, request));
+        return ws::serve(guard, raw, key, request);
     }
     let guard = ConnGuard::acquire(state, transport)?;
     match transport {

@@ -18,7 +18,7 @@ use tokio::time::timeout;
 
 use super::ws::SEND_TIMEOUT;
 use super::{ConnGuard, Heartbeat, Ready, Reconnect, StreamRequest, Transport, to_json};
-use crate::fanout::Heartbeat as SinkHeartbeat;
+use crate::fanout::{Framing, Heartbeat as SinkHeartbeat};
 use crate::hub::{Item, Subscription};
 
 /// `retry:` sent at the start of a stream: how long a bare `EventSource` waits before
@@ -138,10 +138,7 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
     }
     drop(first);
     // Dropped on every way out: the shard lets go of the socket too.
-    let sink = guard
-        .state()
-        .fanout
-        .sink(stream.clone(), sub.shared_topics());
+    let sink = guard.state().fanout.sink(stream.clone(), Framing::Sse);
     let mut due = Heartbeat::new(every);
     // Whether the stream has had everything ready (at the head, or just opened): then it
     // parks. A stream that lags catches up on its own, coalesced, and parks once it is
@@ -149,7 +146,7 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
     let mut caught_up = true;
     loop {
         if let Some(pos) = sub.park().filter(|_| caught_up) {
-            if sink.park(pos, due.last()) {
+            if sink.park(pos, sub.shared_topics(), due.last()) {
                 loop {
                     tokio::select! {
                         () = sink.handed_back() => break,
