@@ -145,7 +145,7 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
     // through.
     let mut caught_up = true;
     loop {
-        if let Some(pos) = sub.park().filter(|_| caught_up) {
+        if caught_up && let Some(pos) = sub.park() {
             if sink.park(pos, sub.shared_topics(), due.last()) {
                 loop {
                     tokio::select! {
