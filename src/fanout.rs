@@ -55,8 +55,8 @@ pub const SHARDS: usize = 8;
 /// Most bytes one write to one sink carries when several events are due at once.
 pub const MAX_WRITE_BYTES: usize = 64 * 1024;
 /// Sinks a shard writes to before it lets the other tasks of its thread run (256
-/// writes: about 2.5 ms here), so that one broadcast's shards and the WebSocket
-/// sessions it woke (each its own task) share the threads instead of taking turns.
+/// writes: about 2.5 ms here), so that one broadcast's shards and the streams it woke
+/// that are not parked (each its own task) share the threads instead of taking turns.
 pub const YIELD_EVERY: usize = 256;
 /// Most events (buffers) one write to one sink carries: the kernel's `IOV_MAX`.
 const MAX_WRITE_EVENTS: usize = 1024;
