@@ -677,7 +677,14 @@ def limits_section(data, missed, lines):
             "write. Measured separately with the same generator command (3 runs each, "
             "2026-11-25): publishing on the stream threads gave p50 1.41 ms and p99 "
             "1.87 – 2.06 ms, on its own thread p50 1.51 – 1.63 ms and p99 2.11 – 2.42 ms. "
-            "Nchan's publishing worker writes to its own subscribers without a hand-over.")
+            "Nchan's publishing worker writes to its own subscribers without a hand-over. "
+            "Tried on 2026-11-26 and not kept: a small audience written by one fan-out task "
+            "(each shard filled to 256 sinks before the next is used), so that an event wakes "
+            "one task and leaves the other core to the reader: p99 1.57 – 4.44 ms (median 1.72, "
+            "6 runs) against 1.42 – 1.85 ms (median 1.61, 6 runs) with the sinks spread over "
+            "all 8 shards, alternating runs, and p50 1.17 – 1.46 against 0.98 – 1.25 ms. The "
+            "latency here is the writes to 100 sockets and the generator's reads of them on the "
+            "same two cores, and the writes are better done in parallel.")
         lines.append("")
     for sc in scale:
         scpu = lambda r: sf(r.fg, "cpu_delivery_s")  # noqa: E731
@@ -718,12 +725,14 @@ def limits_section(data, missed, lines):
                f"{fmt_s(m(data, 'scale-mixed', 'nchan', ws_last_s))} s and "
                f"{fmt_s(m(data, 'scale-mixed', 'nchan', fg('delivery_window_s')))} s); both transports "
                "make one `sendto` per subscriber per event (counted with `strace -c`: 12,000 for "
-               "2,000 subscribers × 6 events, WebSocket and SSE alike). Caught-up SSE streams are "
-               "written by the direct fan-out (`src/fanout.rs`: a few tasks, one pass over their "
-               "sockets, started before the WebSocket sessions are woken); a WebSocket session "
-               "still delivers from its own task through axum's and tungstenite's layers (a "
-               "wake-up, a copy into the codec's buffer and a flush), and that half now finishes "
-               "last: what remains above the floor is there."
+               "2,000 subscribers × 6 events, WebSocket and SSE alike). Caught-up SSE streams and "
+               "WebSocket sessions are both written by the direct fan-out (`src/fanout.rs`: a few "
+               "tasks, one pass over their sockets, each event's SSE frame and whole WebSocket "
+               "frame encoded once); the WebSockets parked first, so within each shard they are "
+               "written first and the SSE half finishes last. Measured against the build before "
+               "WebSocket sessions parked too (each then delivered from its own task through axum's "
+               "and tungstenite's layers), alternating runs on 2026-11-26: median 0.131 s "
+               "(0.128 – 0.157, 6 runs) against 0.165 s (0.151 – 0.194, 6 runs)."
                if sc == "scale-mixed" else ""))
         lines.append("")
 
