@@ -58,6 +58,10 @@ pub const MAX_WRITE_BYTES: usize = 64 * 1024;
 /// writes: about 2.5 ms here), so that one broadcast's shards and the streams it woke
 /// that are not parked (each its own task) share the threads instead of taking turns.
 pub const YIELD_EVERY: usize = 256;
+/// Entries a shard may hold for sinks their tasks took back (each re-parking adds one)
+/// beyond a quarter of its sinks before it drops them all in one pass: a client that
+/// keeps a parked WebSocket busy with pings cannot grow a shard's list.
+pub const PRUNE_SLACK: usize = 64;
 /// Most events (buffers) one write to one sink carries: the kernel's `IOV_MAX`.
 const MAX_WRITE_EVENTS: usize = 1024;
 
@@ -96,6 +100,9 @@ pub struct Fanout {
     handed_back: Counter,
     shards: Box<[Shard]>,
     next: AtomicUsize,
+    /// Where the shards run: the runtime the fan-out was made on (the stream runtime),
+    /// whichever runtime a stream parks from.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 struct Shard {
@@ -104,6 +111,8 @@ struct Shard {
     wake: Notify,
     /// A sink left (its stream ended): the shard lets go of it, and of its socket.
     left: AtomicBool,
+    /// Entries of sinks their tasks took back since the shard last pruned its list.
+    stale: AtomicUsize,
     spawned: Once,
 }
 
@@ -183,7 +192,8 @@ pub enum Heartbeat {
 
 impl Fanout {
     /// The fan-out of `hub`, counting deliveries in `delivered` by transport and
-    /// sinks handed back for a full socket in `handed_back`.
+    /// sinks handed back for a full socket in `handed_back`. Its shards run on the
+    /// current runtime (else on the runtime of the first parking).
     pub fn new(
         hub: Hub,
         delivered: Family<TransportLabel, Counter>,
@@ -198,10 +208,12 @@ impl Fanout {
                     incoming: Mutex::new(Incoming::default()),
                     wake: Notify::new(),
                     left: AtomicBool::new(false),
+                    stale: AtomicUsize::new(0),
                     spawned: Once::new(),
                 })
                 .collect(),
             next: Default::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -229,8 +241,9 @@ impl Fanout {
 
     /// Parks `sink` at position `pos`: a shard writes every event after `pos` on
     /// `topics` to it until it hands it back. `false` if the hub is closed (the task
-    /// keeps it). Must be called from within the runtime (the shard's task starts on
-    /// first use).
+    /// keeps it). A sink parks in the same shard every time, so all its entries (the
+    /// stale ones of earlier parkings too) are in one list, which lets go of them when
+    /// the stream ends.
     fn park(
         self: &Arc<Self>,
         sink: &Arc<Sink>,
@@ -238,21 +251,26 @@ impl Fanout {
         topics: Arc<TopicSet>,
         now: Instant,
     ) -> bool {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % SHARDS;
-        let generation = {
+        let (index, generation) = {
             let mut state = sink.lock();
+            if state.generation == 0 {
+                state.shard = self.next.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            }
             state.owner = Owner::Shard;
             state.generation += 1;
-            state.shard = index;
             state.pos = pos;
             state.topics = topics;
             state.rest = None;
             state.last_write = state.last_write.max(now);
-            state.generation
+            (state.shard, state.generation)
         };
         let shard = &self.shards[index];
         shard.spawned.call_once(|| {
-            tokio::spawn(self.clone().run(index));
+            let run = self.clone().run(index);
+            match &self.runtime {
+                Some(runtime) => drop(runtime.spawn(run)),
+                None => drop(tokio::spawn(run)),
+            }
         });
         let mut incoming = lock(&shard.incoming);
         if incoming.closed {
@@ -263,6 +281,19 @@ impl Fanout {
         incoming.sinks.push((sink.clone(), generation));
         drop(incoming);
         shard.wake.notify_one();
+        true
+    }
+
+    /// The task of the sink whose state is `state` takes it back: if its shard held it,
+    /// the shard's entry is stale from now on.
+    fn take_from_shard(&self, state: &mut SinkState) -> bool {
+        if state.owner != Owner::Shard {
+            return false;
+        }
+        state.owner = Owner::Task;
+        self.shards[state.shard]
+            .stale
+            .fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -309,24 +340,32 @@ impl Fanout {
                 }
                 return;
             }
-            if shard.left.swap(false, Ordering::Acquire) {
+            let mut from = done;
+            for (sink, generation) in new {
+                let state = sink.lock();
+                if state.owner == Owner::Shard && state.generation == generation {
+                    from = from.min(state.pos);
+                }
+                drop(state);
+                sinks.push((sink, generation));
+            }
+            // Entries of sinks their tasks took back go at once when a stream ended (its
+            // socket is let go now), else once there are more than a quarter of them.
+            let stale = shard.stale.load(Ordering::Relaxed);
+            if shard.left.swap(false, Ordering::Acquire) || stale > sinks.len() / 4 + PRUNE_SLACK {
+                shard.stale.fetch_sub(stale, Ordering::Relaxed);
                 sinks.retain(|(sink, generation)| sink.is_parked(*generation));
             }
             let latest = head
                 .as_ref()
                 .map(|h| h.borrow().clone())
                 .unwrap_or_default();
-            if sinks.is_empty() && new.is_empty() {
+            done = if sinks.is_empty() {
                 // Nobody to write to: nothing to read either.
-                done = latest.head;
-                continue;
-            }
-            let mut from = done;
-            for (sink, generation) in new {
-                from = from.min(sink.lock().pos);
-                sinks.push((sink, generation));
-            }
-            done = self.deliver(&mut sinks, from, latest).await;
+                latest.head
+            } else {
+                self.deliver(&mut sinks, from, latest).await
+            };
         }
     }
 
@@ -429,7 +468,10 @@ impl SinkHandle {
     /// A way to take the sink back from wherever the task's writes happen (the
     /// WebSocket codec's IO): see [`Claim`].
     pub fn claim(&self) -> Claim {
-        Claim(self.sink.clone())
+        Claim {
+            fanout: self.fanout.clone(),
+            sink: self.sink.clone(),
+        }
     }
 
     /// Waits until the shard hands the sink back.
@@ -441,30 +483,53 @@ impl SinkHandle {
     /// written up to and the unwritten rest of a frame, to be written first.
     pub fn take_back(&self) -> (u64, Option<Bytes>) {
         let mut state = self.sink.lock();
-        state.owner = Owner::Task;
+        self.fanout.take_from_shard(&mut state);
         (state.pos, state.rest.take())
     }
 
     /// Writes a heartbeat `frame` if nothing was written for `every`.
     pub fn heartbeat(&self, frame: &'static [u8], every: std::time::Duration) -> Heartbeat {
-        self.sink.heartbeat(frame, every)
+        let mut state = self.sink.lock();
+        if state.owner != Owner::Shard {
+            // Handed back: the task takes it (and any rest of a frame) first.
+            return Heartbeat::TakenBack;
+        }
+        let now = Instant::now();
+        if state.last_write + every > now {
+            return Heartbeat::NotDue(state.last_write);
+        }
+        match self.sink.stream.try_write(frame) {
+            Ok(n) if n == frame.len() => {
+                state.last_write = now;
+                Heartbeat::Written
+            }
+            written => {
+                // The socket is full (or failed): the task waits, with its time-out.
+                self.fanout.take_from_shard(&mut state);
+                let n = written.unwrap_or(0);
+                state.rest = (n > 0).then(|| Bytes::from_static(&frame[n..]));
+                Heartbeat::TakenBack
+            }
+        }
     }
 }
 
 /// Takes a sink back for a write that does not go through the stream's task loop: the
 /// WebSocket codec's own replies (a pong, the echo of a close) come out of a read.
-pub struct Claim(Arc<Sink>);
+pub struct Claim {
+    fanout: Arc<Fanout>,
+    sink: Arc<Sink>,
+}
 
 impl Claim {
     /// Makes the task the sink's writer: a parked sink stops being written by its shard
     /// (and its task is woken as by a handback). Returns the unwritten rest of a frame
     /// the shard began, which must be written before anything else.
     pub fn claim(&self) -> Option<Bytes> {
-        let mut state = self.0.lock();
-        if state.owner == Owner::Shard {
-            state.owner = Owner::Task;
+        let mut state = self.sink.lock();
+        if self.fanout.take_from_shard(&mut state) {
             drop(state);
-            self.0.handback.notify_one();
+            self.sink.handback.notify_one();
             return None;
         }
         state.rest.take()
@@ -480,33 +545,6 @@ impl Drop for SinkHandle {
 impl Sink {
     fn lock(&self) -> MutexGuard<'_, SinkState> {
         lock(&self.state)
-    }
-
-    fn heartbeat(&self, frame: &'static [u8], every: std::time::Duration) -> Heartbeat {
-        let mut state = self.lock();
-        if state.owner != Owner::Shard {
-            // Handed back: the task takes it (and any rest of a frame) first.
-            return Heartbeat::TakenBack;
-        }
-        let now = Instant::now();
-        if state.last_write + every > now {
-            return Heartbeat::NotDue(state.last_write);
-        }
-        match self.stream.try_write(frame) {
-            Ok(n) if n == frame.len() => {
-                state.last_write = now;
-                Heartbeat::Written
-            }
-            Ok(n) => {
-                state.owner = Owner::Task;
-                state.rest = Some(Bytes::from_static(&frame[n..]));
-                Heartbeat::TakenBack
-            }
-            Err(_) => {
-                state.owner = Owner::Task;
-                Heartbeat::TakenBack
-            }
-        }
     }
 
     /// Whether the sink is parked under `generation`.

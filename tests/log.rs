@@ -636,6 +636,30 @@ async fn parked_websockets_answer_while_the_fan_out_writes() {
     app.stop().await;
 }
 
+/// A parked WebSocket session unparks for every client frame and parks again; when the
+/// client then closes on a quiet hub, the server lets go of the socket at once (the
+/// TCP connection ends) rather than at the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_websocket_that_pings_then_closes_is_let_go() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app(|_| {}).await;
+    let mut ws = Ws::connect(&app.ws_url("/v1/ws?topics=quiet")).await;
+    assert_eq!(ws.next().await["op"], "ready");
+    for _ in 0..5 {
+        ws.send_text(r#"{"op":"ping"}"#).await;
+        assert_eq!(ws.next().await["op"], "pong");
+    }
+    ws.stream.send(Message::Close(None)).await.expect("close");
+    within(WAIT, "the server to end the TCP connection", async {
+        while let Some(Ok(msg)) = ws.stream.next().await {
+            assert!(matches!(msg, Message::Close(_)), "after close: {msg:?}");
+        }
+    })
+    .await;
+    app.stop().await;
+}
+
 /// The fan-out tests' events: `FAN_EVENTS` of 2 kB, event `n` on `FAN_TOPICS[n % 3]`.
 const FAN_EVENTS: u64 = 2000;
 const FAN_TOPICS: [&str; 3] = ["fa", "fb", "fc"];
