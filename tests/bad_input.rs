@@ -310,6 +310,11 @@ async fn bad_websocket_frames() {
             "frame_too_large",
             CloseCode::Size,
         ),
+        (
+            Message::Ping(vec![0; 126].into()),
+            "frame_too_large",
+            CloseCode::Size,
+        ),
     ];
     for (frame, code, close) in cases {
         let mut ws = Ws::connect(&app.ws_url("/v1/ws?topics=ok")).await;

@@ -13,7 +13,7 @@
 //! ([`Event::ws_frame`](crate::event::Event::ws_frame)) to every parked socket in one
 //! pass, while the session task goes on reading client frames. Whatever the session or
 //! the codec writes itself (a reply, a pong, a close) first takes the socket back from
-//! the fan-out ([`WsIo`]), so frames never interleave.
+//! the fan-out (`WsIo`), so frames never interleave.
 
 use std::convert::Infallible;
 use std::io;
@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -278,6 +278,10 @@ async fn session(
                         return refuse(&mut socket, CloseCode::Size, "frame_too_large",
                             &format!("client frames are limited to {MAX_CLIENT_FRAME} bytes")).await;
                     }
+                    Some(Err(WsError::Protocol(ProtocolError::ControlFrameTooBig))) => {
+                        return refuse(&mut socket, CloseCode::Size, "frame_too_large",
+                            "control frames (ping, pong, close) carry at most 125 bytes (RFC 6455 §5.5)").await;
+                    }
                     Some(Err(_)) => return CloseReason::SocketError,
                     Some(Ok(message)) => handle(message, &mut sub).await,
                 }
@@ -358,11 +362,11 @@ async fn session(
         match outcome {
             Step::Idle => continue,
             Step::Continue => {}
-            Step::Reply(message) => {
-                if socket.send(message).await.is_err() {
-                    return CloseReason::SocketError;
-                }
-            }
+            Step::Reply(message) => match timeout(SEND_TIMEOUT, socket.send(message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return CloseReason::SocketError,
+                Err(_) => return CloseReason::SlowConsumer,
+            },
             Step::Refuse {
                 code,
                 error,
@@ -387,6 +391,8 @@ async fn unpark(
     let (pos, rest) = sink.take_back();
     sub.resume(pos);
     let rest = rest?;
+    // Empty: the codec flushed (writing any earlier rest) before the session parked.
+    debug_assert!(socket.get_ref().rest.is_empty());
     socket.get_mut().rest = rest;
     flush(socket).await
 }
