@@ -317,6 +317,8 @@ impl Fanout {
         let shard = &self.shards[index];
         let mut head = self.hub.watch_head();
         let mut sinks: Vec<Entry> = Vec::new();
+        // The delivered counter of each framing, fetched at its first delivery.
+        let mut counters: [Option<Counter>; 2] = Default::default();
         // Position every sink of `sinks` has been written up to.
         let mut done = head.as_mut().map_or(0, |h| h.borrow_and_update().head);
         loop {
@@ -364,7 +366,7 @@ impl Fanout {
                 // Nobody to write to: nothing to read either.
                 latest.head
             } else {
-                self.deliver(&mut sinks, from, latest).await
+                self.deliver(&mut sinks, from, latest, &mut counters).await
             };
         }
     }
@@ -373,7 +375,13 @@ impl Fanout {
     /// already has); returns the position reached. Sinks handed back are removed. The
     /// `latest` publish is taken as it is when it follows `from`; anything else is read
     /// from the log.
-    async fn deliver(&self, sinks: &mut Vec<Entry>, mut from: u64, latest: Published) -> u64 {
+    async fn deliver(
+        &self,
+        sinks: &mut Vec<Entry>,
+        mut from: u64,
+        latest: Published,
+        counters: &mut [Option<Counter>; 2],
+    ) -> u64 {
         // A newer publish wakes the shard again.
         let target = latest.head;
         let mut latest = Some(latest);
@@ -433,10 +441,14 @@ impl Fanout {
             for framing in [Framing::Sse, Framing::WebSocket] {
                 let n = scratch.delivered[framing as usize];
                 if n > 0 {
-                    let label = TransportLabel {
-                        transport: framing.transport(),
-                    };
-                    self.delivered.get_or_create(&label).inc_by(n);
+                    counters[framing as usize]
+                        .get_or_insert_with(|| {
+                            let label = TransportLabel {
+                                transport: framing.transport(),
+                            };
+                            self.delivered.get_or_create(&label).clone()
+                        })
+                        .inc_by(n);
                 }
             }
             self.handed_back.inc_by(full);
