@@ -41,7 +41,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::event::{Event, TopicSet};
-use crate::hub::{CATCHUP_BATCH, Hub, Published};
+use crate::hub::{CATCHUP_BATCH, Hub, Published, Subscription};
 use crate::metrics::TransportLabel;
 use crate::transport::Transport;
 
@@ -470,11 +470,18 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
-    /// Parks the sink at position `pos` (see [`Fanout`]) for the events on `topics`;
-    /// `false` if the hub is closed and the task keeps writing. `now`: when the task
-    /// last wrote.
-    pub fn park(&self, pos: u64, topics: Arc<TopicSet>, now: Instant) -> bool {
-        self.fanout.park(&self.sink, pos, topics, now)
+    /// Parks the sink (see [`Fanout`]) where `sub` stands, for its topics, if it has
+    /// nothing of its own left to hand out (`Subscription::park`); `false` if it has, or
+    /// the hub is closed, and the task keeps writing. `now`: when the task last wrote.
+    pub fn park(&self, sub: &mut Subscription, now: Instant) -> bool {
+        let Some(pos) = sub.park() else {
+            return false;
+        };
+        if self.fanout.park(&self.sink, pos, sub.shared_topics(), now) {
+            return true;
+        }
+        sub.resume(pos);
+        false
     }
 
     /// A way to take the sink back from wherever the task's writes happen (the
@@ -491,12 +498,16 @@ impl SinkHandle {
         self.sink.handback.notified().await;
     }
 
-    /// Takes the sink back from the shard (or after it handed it back): the position
-    /// written up to and the unwritten rest of a frame, to be written first.
-    pub fn take_back(&self) -> (u64, Option<Bytes>) {
+    /// Takes the sink back from the shard (or after it handed it back): `sub` resumes
+    /// after what was written; returns the unwritten rest of a frame, to be written
+    /// first.
+    pub fn take_back(&self, sub: &mut Subscription) -> Option<Bytes> {
         let mut state = self.sink.lock();
         self.fanout.take_from_shard(&mut state);
-        (state.pos, state.rest.take())
+        let (pos, rest) = (state.pos, state.rest.take());
+        drop(state);
+        sub.resume(pos);
+        rest
     }
 
     /// Writes a heartbeat `frame` if nothing was written for `every`.

@@ -27,6 +27,7 @@ use crate::AppState;
 use crate::config::AllowedOrigins;
 use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
+use crate::fanout::{Heartbeat as SinkHeartbeat, SinkHandle};
 use crate::metrics::{RefusedReason, TransportLabel};
 
 /// The content-negotiated stream endpoint (SPEC §4.2); each transport also has its own
@@ -234,6 +235,18 @@ impl Heartbeat {
     /// When something was last written.
     pub(crate) fn last(&self) -> tokio::time::Instant {
         self.last
+    }
+
+    /// Writes the heartbeat `frame` onto the parked `sink` when it is due (the fan-out
+    /// may have written since the timer was set). `false` if the task must take the
+    /// sink back first: its socket is full, or the shard handed it back.
+    pub(crate) fn beat_parked(&mut self, sink: &SinkHandle, frame: &'static [u8]) -> bool {
+        match sink.heartbeat(frame, self.every) {
+            SinkHeartbeat::NotDue(at) => self.wrote_at(at),
+            SinkHeartbeat::Written => self.wrote(),
+            SinkHeartbeat::TakenBack => return false,
+        }
+        true
     }
 
     /// Resolves when a heartbeat is due. Cancel-safe.

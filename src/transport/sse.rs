@@ -18,7 +18,7 @@ use tokio::time::timeout;
 
 use super::ws::SEND_TIMEOUT;
 use super::{ConnGuard, Heartbeat, Ready, Reconnect, StreamRequest, Transport, to_json};
-use crate::fanout::{Framing, Heartbeat as SinkHeartbeat};
+use crate::fanout::Framing;
 use crate::hub::{Item, Subscription};
 
 /// `retry:` sent at the start of a stream: how long a bare `EventSource` waits before
@@ -145,24 +145,18 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
     // through.
     let mut caught_up = true;
     loop {
-        if caught_up && let Some(pos) = sub.park() {
-            if sink.park(pos, sub.shared_topics(), due.last()) {
-                loop {
-                    tokio::select! {
-                        () = sink.handed_back() => break,
-                        () = due.due() => match sink.heartbeat(HEARTBEAT, every) {
-                            SinkHeartbeat::NotDue(at) => due.wrote_at(at),
-                            SinkHeartbeat::Written => due.wrote(),
-                            SinkHeartbeat::TakenBack => break,
-                        },
-                        () = gone(&stream) => return,
-                    }
+        if caught_up && sink.park(&mut sub, due.last()) {
+            loop {
+                tokio::select! {
+                    () = sink.handed_back() => break,
+                    () = due.due() => if !due.beat_parked(&sink, HEARTBEAT) {
+                        break;
+                    },
+                    () = gone(&stream) => return,
                 }
             }
-            let (pos, rest) = sink.take_back();
-            sub.resume(pos);
             caught_up = false;
-            if let Some(rest) = rest {
+            if let Some(rest) = sink.take_back(&mut sub) {
                 if !send(&stream, &rest).await {
                     return;
                 }

@@ -46,7 +46,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::{ConnGuard, Heartbeat, Ready, Reconnect, StreamRequest, Transport, to_json};
 use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
-use crate::fanout::{Claim, Framing, Heartbeat as SinkHeartbeat, SinkHandle};
+use crate::fanout::{Claim, Framing, SinkHandle};
 use crate::hub::{Item, Subscription};
 
 /// Largest client frame the session accepts; larger ones get an error and close 1009.
@@ -241,19 +241,13 @@ async fn session(
     let mut parked = false;
 
     loop {
-        if caught_up
-            && !parked
-            && let Some(pos) = sub.park()
-        {
+        if caught_up && !parked {
             // `send` and the batches flush, but a read may have left a pong in the
             // codec: it goes out before the fan-out's frames.
             if let Some(reason) = flush(&mut socket).await {
                 return reason;
             }
-            parked = sink.park(pos, sub.shared_topics(), due.last());
-            if !parked {
-                sub.resume(pos);
-            }
+            parked = sink.park(&mut sub, due.last());
         }
         let outcome = tokio::select! {
             frame = socket.next() => {
@@ -335,19 +329,14 @@ async fn session(
             },
             () = due.due() => {
                 if parked {
-                    match sink.heartbeat(HEARTBEAT_FRAME, heartbeat) {
-                        SinkHeartbeat::NotDue(at) => {
-                            due.wrote_at(at);
-                            Step::Idle
-                        }
-                        SinkHeartbeat::Written => Step::Continue,
-                        SinkHeartbeat::TakenBack => {
-                            parked = false;
-                            caught_up = false;
-                            match unpark(&mut socket, sink, &mut sub).await {
-                                Some(reason) => Step::End(reason),
-                                None => Step::Idle,
-                            }
+                    if due.beat_parked(sink, HEARTBEAT_FRAME) {
+                        Step::Idle
+                    } else {
+                        parked = false;
+                        caught_up = false;
+                        match unpark(&mut socket, sink, &mut sub).await {
+                            Some(reason) => Step::End(reason),
+                            None => Step::Idle,
                         }
                     }
                 } else {
@@ -388,9 +377,7 @@ async fn unpark(
     sink: &SinkHandle,
     sub: &mut Subscription,
 ) -> Option<CloseReason> {
-    let (pos, rest) = sink.take_back();
-    sub.resume(pos);
-    let rest = rest?;
+    let rest = sink.take_back(sub)?;
     // Empty: the codec flushed (writing any earlier rest) before the session parked.
     debug_assert!(socket.get_ref().rest.is_empty());
     socket.get_mut().rest = rest;
