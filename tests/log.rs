@@ -517,11 +517,7 @@ async fn parked_websockets_answer_while_the_fan_out_writes() {
         readers.push(tokio::spawn(async move {
             let (mut got, mut pings, mut pongs, mut protocol_pongs) = (Vec::new(), 0, 0, 0);
             while got.len() < want.len() || pongs < pings || protocol_pongs < pings {
-                let msg = within(WAIT, "a frame", ws.stream.next())
-                    .await
-                    .expect("WebSocket ended")
-                    .expect("WebSocket error (a frame cut or spliced?)");
-                match msg {
+                match ws.next_message().await {
                     Message::Text(t) => {
                         let v: Value = serde_json::from_str(&t).expect("frame is JSON");
                         match v["op"].as_str() {

@@ -211,14 +211,19 @@ impl Ws {
         Ws { stream }
     }
 
+    /// The next message of any kind, within `WAIT`; a codec error (a frame cut or
+    /// spliced, say) fails the test.
+    pub async fn next_message(&mut self) -> Message {
+        within(WAIT, "a WebSocket frame", self.stream.next())
+            .await
+            .expect("WebSocket ended")
+            .expect("WebSocket error")
+    }
+
     /// The next JSON text frame, skipping heartbeats unless `heartbeats`.
     pub async fn next_frame(&mut self, heartbeats: bool) -> Value {
         loop {
-            let msg = within(WAIT, "a WebSocket frame", self.stream.next())
-                .await
-                .expect("WebSocket ended")
-                .expect("WebSocket error");
-            match msg {
+            match self.next_message().await {
                 Message::Text(t) => {
                     let v: Value = serde_json::from_str(&t).expect("frame is JSON");
                     if !heartbeats && v["op"] == "heartbeat" {
