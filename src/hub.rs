@@ -380,7 +380,7 @@ pub struct Subscription {
     /// A reset to hand out before anything else.
     reset: Option<Reset>,
     /// After a re-seek: events of these topics up to this sequence were already delivered.
-    skip: Option<(TopicSet, u64)>,
+    skip: Option<(Arc<TopicSet>, u64)>,
     closed: bool,
 }
 
@@ -451,7 +451,8 @@ impl Subscription {
         topics: &TopicSet,
         cursor: Option<&Cursor>,
     ) -> Result<(), InvalidInput> {
-        let before = TopicSet::clone(&self.topics);
+        // The set as it was stays shared; the subscription extends its own copy.
+        let before = self.topics.clone();
         Arc::make_mut(&mut self.topics).extend(topics)?;
         if cursor.is_some() {
             let delivered = self.pos;
