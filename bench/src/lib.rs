@@ -7,6 +7,7 @@
 //! ```text
 //! args.rs     the command line
 //! net.rs      URL, TCP with a source address, hyper HTTP/1.1
+//! stream.rs   SSE and WebSocket streams read straight off the socket
 //! sub.rs      one subscriber: WebSocket, SSE, long-poll (switchyard or Nchan)
 //! publish.rs  the publisher (batches for switchyard, one per request for Nchan)
 //! track.rs    payload, per-subscriber tracking, shared counters, histograms
@@ -23,6 +24,7 @@ pub mod pool;
 pub mod procfs;
 pub mod publish;
 pub mod report;
+pub mod stream;
 pub mod sub;
 pub mod track;
 

@@ -11,28 +11,22 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{
-    ACCEPT, ETAG, HOST, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
-};
+use hyper::header::{ETAG, HOST, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use hyper::{Request, StatusCode};
 use memchr::memmem;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout_at};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::Error;
 use crate::args::{Flavor, Transport};
 use crate::net::{self, Target};
+use crate::stream;
 use crate::track::{Shared, Tracker, now_us, scan};
 
 /// Most bytes an SSE block may take before it is refused (a broken stream).
 const MAX_SSE_BLOCK: usize = 4 << 20;
-/// WebSocket read buffer: small, because there may be 20,000 of them per process.
-const WS_READ_BUFFER: usize = 8 * 1024;
 
 /// What every subscriber of a process shares.
 #[derive(Debug, Clone)]
@@ -131,60 +125,64 @@ fn sse_path(cfg: &SubConfig) -> String {
 }
 
 async fn sse(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> Result<(), Error> {
-    let stream = attempt
+    let socket = attempt
         .bounded(net::connect(cfg.target.addr, cfg.source))
         .await??;
-    let (mut send, conn) = attempt
-        .bounded(net::http1::<Empty<Bytes>>(stream))
+    let mut resp = attempt
+        .bounded(stream::get(
+            socket,
+            &cfg.target.authority,
+            &sse_path(cfg),
+            "Accept: text/event-stream\r\n",
+        ))
         .await??;
-    let work = async {
-        let mut req = get(cfg, sse_path(cfg))?;
-        req.headers_mut()
-            .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        let resp = attempt.bounded(send.send_request(req)).await??;
-        if resp.status() != StatusCode::OK {
-            return Err(status_error(resp).await);
-        }
-        if cfg.flavor == Flavor::Nchan {
+    if resp.status != 200 {
+        let text = attempt.bounded(resp.error_text()).await?;
+        return Err(Error::new(format!("HTTP {}: {text}", resp.status)));
+    }
+    if cfg.flavor == Flavor::Nchan {
+        attempt.connected();
+    }
+    let mut blocks = SseBlocks::default();
+    let shared = attempt.shared.clone();
+    loop {
+        let mut control = Control::default();
+        let mut now = None;
+        let mut fed = Ok(());
+        let more = attempt
+            .bounded(resp.read(&mut |piece: &[u8]| {
+                let now = *now.get_or_insert_with(now_us);
+                if fed.is_ok() {
+                    fed = blocks.feed(piece, &mut |block| match event_name(block) {
+                        None => scan(block, |n, t| tracker.record(n, t, now)),
+                        Some(b"ready") => control.ready = true,
+                        Some(b"reset") => control.resets += 1,
+                        Some(b"reconnect") => control.reconnect = true,
+                        Some(_) => {}
+                    });
+                }
+            }))
+            .await??;
+        fed?;
+        tracker.flush(&shared);
+        if control.ready {
             attempt.connected();
         }
-        let mut body = resp.into_body();
-        let mut blocks = SseBlocks::default();
-        let shared = attempt.shared.clone();
-        loop {
-            let frame = match attempt.bounded(body.frame()).await? {
-                None => return Err(Error::new("the server ended the stream")),
-                Some(f) => f?,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            let now = now_us();
-            let mut control = SseControl::default();
-            blocks.feed(&data, &mut |block| match event_name(block) {
-                None => scan(block, |n, t| tracker.record(n, t, now)),
-                Some(b"ready") => control.ready = true,
-                Some(b"reset") => control.resets += 1,
-                Some(b"reconnect") => control.reconnect = true,
-                Some(_) => {}
-            })?;
-            tracker.flush(&shared);
-            if control.ready {
-                attempt.connected();
-            }
-            if control.resets > 0 {
-                shared.resets.fetch_add(control.resets, Ordering::Relaxed);
-            }
-            if control.reconnect {
-                return Err(Error::new("the server asked to reconnect (draining)"));
-            }
+        if control.resets > 0 {
+            shared.resets.fetch_add(control.resets, Ordering::Relaxed);
         }
-    };
-    drive(conn, work).await
+        if control.reconnect {
+            return Err(Error::new("the server asked to reconnect (draining)"));
+        }
+        if !more {
+            return Err(Error::new("the server ended the stream"));
+        }
+    }
 }
 
+/// Control messages seen in one read (SSE events, WebSocket ops).
 #[derive(Default)]
-struct SseControl {
+struct Control {
     ready: bool,
     resets: u64,
     reconnect: bool,
@@ -265,63 +263,52 @@ pub(crate) fn event_name(block: &[u8]) -> Option<&[u8]> {
 }
 
 async fn ws(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> Result<(), Error> {
-    let stream = attempt
+    let socket = attempt
         .bounded(net::connect(cfg.target.addr, cfg.source))
         .await??;
     let path = match cfg.flavor {
         Flavor::Switchyard => format!("{}/v1/ws?topics={}", cfg.target.prefix, cfg.topic),
         Flavor::Nchan => format!("{}/sub/{}", cfg.target.prefix, cfg.topic),
     };
-    let url = format!("ws://{}{path}", cfg.target.authority);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0);
-    let (mut socket, _) = attempt
-        .bounded(tokio_tungstenite::client_async_with_config(
-            url,
-            stream,
-            Some(config),
-        ))
+    let mut ws = attempt
+        .bounded(stream::websocket(socket, &cfg.target.authority, &path))
         .await??;
     if cfg.flavor == Flavor::Nchan {
         attempt.connected();
     }
     let shared = attempt.shared.clone();
     loop {
-        let msg = match attempt.bounded(socket.next()).await? {
-            None => return Err(Error::new("the server closed the WebSocket")),
-            Some(m) => m?,
-        };
-        let data: &[u8] = match &msg {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-            Message::Close(frame) => {
-                return Err(Error::new(format!(
-                    "the server closed the WebSocket: {}",
-                    frame
-                        .as_ref()
-                        .map(|f| format!("{} {}", f.code, f.reason))
-                        .unwrap_or_default()
-                )));
-            }
-            _ => continue,
-        };
-        let now = now_us();
-        match cfg.flavor {
-            Flavor::Nchan => scan(data, |n, t| tracker.record(n, t, now)),
-            Flavor::Switchyard => {
-                if data.starts_with(b"{\"op\":\"event\"") {
-                    scan(data, |n, t| tracker.record(n, t, now));
-                } else if data.starts_with(b"{\"op\":\"ready\"") {
-                    attempt.connected();
-                } else if data.starts_with(b"{\"op\":\"reset\"") {
-                    shared.resets.fetch_add(1, Ordering::Relaxed);
-                } else if data.starts_with(b"{\"op\":\"reconnect\"") {
-                    return Err(Error::new("the server asked to reconnect (draining)"));
+        let mut control = Control::default();
+        let mut now = None;
+        attempt
+            .bounded(ws.read(&mut |data: &[u8]| {
+                let now = *now.get_or_insert_with(now_us);
+                match cfg.flavor {
+                    Flavor::Nchan => scan(data, |n, t| tracker.record(n, t, now)),
+                    Flavor::Switchyard => {
+                        if data.starts_with(b"{\"op\":\"event\"") {
+                            scan(data, |n, t| tracker.record(n, t, now));
+                        } else if data.starts_with(b"{\"op\":\"ready\"") {
+                            control.ready = true;
+                        } else if data.starts_with(b"{\"op\":\"reset\"") {
+                            control.resets += 1;
+                        } else if data.starts_with(b"{\"op\":\"reconnect\"") {
+                            control.reconnect = true;
+                        }
+                    }
                 }
-            }
-        }
+            }))
+            .await??;
         tracker.flush(&shared);
+        if control.ready {
+            attempt.connected();
+        }
+        if control.resets > 0 {
+            shared.resets.fetch_add(control.resets, Ordering::Relaxed);
+        }
+        if control.reconnect {
+            return Err(Error::new("the server asked to reconnect (draining)"));
+        }
     }
 }
 
