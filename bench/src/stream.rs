@@ -142,10 +142,11 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Body, Error> {
         };
     }
     match value("content-length") {
-        Some(len) => len
-            .parse()
-            .map(Body::Length)
-            .map_err(|_| Error::new(format!("invalid Content-Length {len:?}"))),
+        Some(len) => match len.parse() {
+            Ok(0) => Ok(Body::Done),
+            Ok(n) => Ok(Body::Length(n)),
+            Err(_) => Err(Error::new(format!("invalid Content-Length {len:?}"))),
+        },
         None => Ok(Body::Close),
     }
 }
@@ -460,6 +461,11 @@ mod tests {
         assert_eq!(
             framing(&[h("content-length", b" 12 ")]).expect("length"),
             Body::Length(12)
+        );
+        assert_eq!(
+            framing(&[h("Content-Length", b"0")]).expect("empty"),
+            Body::Done,
+            "an empty body is over before a read could wait for it"
         );
         assert_eq!(framing(&[]).expect("close"), Body::Close);
         assert!(framing(&[h("Transfer-Encoding", b"gzip")]).is_err());
