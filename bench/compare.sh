@@ -291,6 +291,10 @@ fi
 [[ -x $BIN_SERVER && -x $BIN_BENCH ]] || die "release binaries missing"
 [[ $BARE != 1 || -x $BIN_BARE ]] || die "$BIN_BARE missing (or BARE=0)"
 
+# The source the binaries were built from, taken now: an edit made while the runs go on
+# does not change what they measure.
+GIT_DESC="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/src || echo ' (modified)')"
+
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/switchyard-compare.XXXXXX)
 trap 'cleanup; rm -rf "$WORK"' EXIT
@@ -306,7 +310,7 @@ trap 'cleanup; rm -rf "$WORK"' EXIT
     echo "nginx=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
     echo "nchan=$(dpkg -s libnginx-mod-nchan 2>/dev/null | awk -F': ' '/^Version/ {print $2}')"
     echo "rustc=$(rustc --version)"
-    echo "git=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/src || echo ' (modified)')"
+    echo "git=$GIT_DESC"
     echo "nofile=$(ulimit -Hn)"
 } >"$OUT/machine.txt"
 [[ -f $OUT/nginx-V.txt ]] || "$NGINX" -V >"$OUT/nginx-V.txt" 2>&1 || true
@@ -326,8 +330,7 @@ for scenario in $SCENARIOS; do
     done
     printf 'started=%s\nelapsed_s=%s\nreps=%s\ngit=%s\n' "$(date -u -d "@$t_scenario" +%Y-%m-%dT%H:%M:%SZ)" \
         $(($(date +%s) - t_scenario)) "$reps" \
-        "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench/src || echo ' (modified)')" \
-        >"$OUT/$scenario.meta"
+        "$GIT_DESC" >"$OUT/$scenario.meta"
     log "scenario $scenario done in $(($(date +%s) - t_scenario)) s"
 done
 
