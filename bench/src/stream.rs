@@ -251,7 +251,7 @@ impl WebSocket {
     /// Reads once from the socket (unless bytes already wait) and calls `each` with the
     /// payload of every whole text or binary message those bytes complete; answers pings.
     /// A close frame, the connection's end or a frame the generator does not read
-    /// (fragmented, masked, reserved, over [`MAX_MESSAGE`]) is an error.
+    /// (fragmented, masked, reserved, over `MAX_MESSAGE` bytes) is an error.
     pub async fn read(&mut self, each: &mut impl FnMut(&[u8])) -> Result<(), Error> {
         if !std::mem::take(&mut self.undecoded) {
             self.buf.reserve(READ_BUFFER);
