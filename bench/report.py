@@ -732,7 +732,12 @@ def limits_section(data, missed, lines):
                "written first and the SSE half finishes last. Measured against the build before "
                "WebSocket sessions parked too (each then delivered from its own task through axum's "
                "and tungstenite's layers), alternating runs on 2026-11-26: median 0.131 s "
-               "(0.128 – 0.157, 6 runs) against 0.165 s (0.151 – 0.194, 6 runs)."
+               "(0.128 – 0.157, 6 runs) against 0.165 s (0.151 – 0.194, 6 runs). The server of "
+               "6d7a302 against that of 80b1119 (the review's fixes between them touch parking, "
+               "take-backs and replies, not the writes), in both orders, 2026-11-26: 0.201 s "
+               "against 0.185 s (5 and 6 runs) with 80b1119 first in each round, 0.156 s against "
+               "0.173 s (6 runs each) with 6d7a302 first: no difference beyond the position "
+               "effect."
                if sc == "scale-mixed" else ""))
         lines.append("")
 
@@ -881,6 +886,30 @@ def main():
         "tables give the generator's CPU next to the server's. Each cell is the **median** "
         "over the repetitions with the (min – max) range; the ratio is of the medians. "
         "Every run used a freshly started server.")
+    lines.append("")
+    lines.append(
+        "The generator is built to take as little of the two cores as it can: one runtime "
+        "thread per process, and SSE and WebSocket streams read straight off the socket into "
+        "small, never-zeroed buffers (`bench/src/stream.rs`: the response head with "
+        "`httparse`, chunked bodies, WebSocket frames with tungstenite's `FrameHeader`). "
+        "Until 2026-11-26 it read SSE through hyper's client and WebSockets through "
+        "tokio-tungstenite; `perf record -a` during 30 broadcasts to 9,500 WebSocket + 9,500 "
+        "SSE subscribers put the generator's processes at 25.7% of all samples with those, "
+        "16.6% with the direct reads. Against the same server builds, alternating the two "
+        "generators run by run, with either one first (alternating runs on this machine "
+        "show a position effect of up to ~9%), scale-mixed, 2026-11-26 07:35 – 08:55 UTC: "
+        "switchyard 0.196 s (0.152 – 0.247, 10 runs) with the old generator, 0.176 s "
+        "(0.138 – 0.198, 10 runs) with the new; Nchan 0.392 s (0.285 – 0.497, 18 runs) and "
+        "0.372 s (0.308 – 0.453, 18 runs). Both servers get more of the cores; switchyard, "
+        "which keeps both busy, gains more (the ratio of those medians: 0.50 with the old "
+        "generator, 0.47 with the new). Nchan's SSE fan-out, 2 rounds of 2 runs with the "
+        "old generator first: 220,000 – 290,000 deliveries/s with the old, 197,000 – "
+        "247,000 with the new, within the position effect. The machine's speed drifts "
+        "by the hour by more than any of this (the run of 80b1119 at 05:48 – 06:08 UTC "
+        "measured Nchan's SSE fan-out at 388,000 – 423,000/s and its broadcast to 19,000 SSE "
+        "subscribers at 0.342 – 0.374 s; this run, 07:49 – 08:11 UTC, at 146,000 – "
+        "173,000/s and 0.385 – 0.573 s), so only figures of the same run compare: the "
+        "servers alternate run by run, and every ratio below is of one run's medians.")
     lines.append("")
     date = meta.get("date", "?")
     lines.append(f"- **Date**: {date[:10]}" + (f" (scenarios started {dates[0]} … {dates[-1]})" if dates else ""))
