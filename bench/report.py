@@ -907,9 +907,14 @@ def main():
         "247,000 with the new, within the position effect. The machine's speed drifts "
         "by the hour by more than any of this (the run of 80b1119 at 05:48 – 06:08 UTC "
         "measured Nchan's SSE fan-out at 388,000 – 423,000/s and its broadcast to 19,000 SSE "
-        "subscribers at 0.342 – 0.374 s; this run, 07:49 – 08:11 UTC, at 146,000 – "
-        "173,000/s and 0.385 – 0.573 s), so only figures of the same run compare: the "
-        "servers alternate run by run, and every ratio below is of one run's medians.")
+        "subscribers at 0.342 – 0.374 s; the run of 6d7a302 at 07:49 – 08:11 UTC at "
+        "146,000 – 173,000/s and 0.385 – 0.573 s), so only figures of the same run compare: "
+        "the servers alternate run by run, and every ratio below is of one run's medians. "
+        "That run of 6d7a302 (the same server; the generator without a fix to its error "
+        "path) met every target too, with smaller margins: broadcast to 9,500 WebSocket + "
+        "9,500 SSE 0.183 vs 0.387 s = 0.47×, to 19,000 SSE 0.265 vs 0.549 s = 0.48×, fan-out "
+        "16.9× (SSE) and 15.7× (WebSocket), low-rate p99 2.40 vs 2.54 ms, 6,777 and 6,934 "
+        "publishes/s during the fan-out (`bench/results/2026-11-26-gen/summary.tsv`).")
     lines.append("")
     date = meta.get("date", "?")
     lines.append(f"- **Date**: {date[:10]}" + (f" (scenarios started {dates[0]} … {dates[-1]})" if dates else ""))
