@@ -165,15 +165,7 @@ async fn sse(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> R
             .await??;
         fed?;
         tracker.flush(&shared);
-        if control.ready {
-            attempt.connected();
-        }
-        if control.resets > 0 {
-            shared.resets.fetch_add(control.resets, Ordering::Relaxed);
-        }
-        if control.reconnect {
-            return Err(Error::new("the server asked to reconnect (draining)"));
-        }
+        control.apply(attempt)?;
         if !more {
             return Err(Error::new("the server ended the stream"));
         }
@@ -186,6 +178,26 @@ struct Control {
     ready: bool,
     resets: u64,
     reconnect: bool,
+}
+
+impl Control {
+    /// Acts on what one read held: `ready` counts the subscriber as connected, resets are
+    /// counted, and `reconnect` (the server draining) ends the subscriber.
+    fn apply(self, attempt: &mut Attempt) -> Result<(), Error> {
+        if self.ready {
+            attempt.connected();
+        }
+        if self.resets > 0 {
+            attempt
+                .shared
+                .resets
+                .fetch_add(self.resets, Ordering::Relaxed);
+        }
+        if self.reconnect {
+            return Err(Error::new("the server asked to reconnect (draining)"));
+        }
+        Ok(())
+    }
 }
 
 /// Polls a hyper connection and the work using it in the same task (one wake-up per
@@ -300,15 +312,7 @@ async fn ws(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> Re
             }))
             .await??;
         tracker.flush(&shared);
-        if control.ready {
-            attempt.connected();
-        }
-        if control.resets > 0 {
-            shared.resets.fetch_add(control.resets, Ordering::Relaxed);
-        }
-        if control.reconnect {
-            return Err(Error::new("the server asked to reconnect (draining)"));
-        }
+        control.apply(attempt)?;
     }
 }
 
