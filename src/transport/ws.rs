@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{ConnGuard, Heartbeat, Ready, Reconnect, StreamRequest, Transport, to_json};
 use crate::error::ApiError;
-use crate::event::{Cursor, TopicSet};
+use crate::event::{Cursor, TopicSet, ws_text_frame};
 use crate::fanout::{Claim, Framing, SinkHandle};
 use crate::hub::{Item, Subscription};
 
@@ -71,7 +71,7 @@ const WRITE_BUFFER: usize = MAX_COALESCE_BYTES;
 
 const HEARTBEAT: Utf8Bytes = Utf8Bytes::from_static(r#"{"op":"heartbeat"}"#);
 /// [`HEARTBEAT`] as a whole frame, for the fan-out to write onto a parked socket.
-const HEARTBEAT_FRAME: &[u8] = b"\x81\x12{\"op\":\"heartbeat\"}";
+static HEARTBEAT_FRAME: LazyLock<Bytes> = LazyLock::new(|| ws_text_frame(HEARTBEAT.as_bytes()));
 const PONG: Utf8Bytes = Utf8Bytes::from_static(r#"{"op":"pong"}"#);
 
 type Socket = WebSocketStream<WsIo>;
@@ -329,7 +329,7 @@ async fn session(
             },
             () = due.due() => {
                 if parked {
-                    if due.beat_parked(sink, HEARTBEAT_FRAME) {
+                    if due.beat_parked(sink, &HEARTBEAT_FRAME) {
                         Step::Idle
                     } else {
                         parked = false;
