@@ -38,13 +38,32 @@ const MAX_HEADERS: usize = 32;
 /// Most bytes of an error answer kept for its message.
 const ERROR_BODY: usize = 200;
 
-/// A response being read: its status, then its body in pieces.
-pub struct Response {
+/// A connection's socket and the bytes read from it that are not used yet.
+struct Conn {
     stream: TcpStream,
     buf: BytesMut,
-    /// Whether `buf` holds bytes not yet decoded (read with the head). Otherwise it is
-    /// empty or holds an incomplete chunk-size line, and only a read can add to it.
+    /// Whether `buf` holds bytes no decoder has seen (read with the response head).
+    /// Otherwise it is empty or holds an incomplete piece (a chunk-size line, a frame),
+    /// and only a read can add to it.
     undecoded: bool,
+}
+
+impl Conn {
+    /// Makes new bytes available in `buf`: those read with the head, else one read of
+    /// the socket (into at most [`READ_BUFFER`] more bytes). `false` if the connection
+    /// ended instead.
+    async fn fill(&mut self) -> Result<bool, Error> {
+        if std::mem::take(&mut self.undecoded) {
+            return Ok(true);
+        }
+        self.buf.reserve(READ_BUFFER);
+        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+    }
+}
+
+/// A response being read: its status, then its body in pieces.
+pub struct Response {
+    conn: Conn,
     /// The HTTP status code.
     pub status: u16,
     body: Body,
@@ -85,34 +104,31 @@ async fn request(
 ) -> Result<Response, Error> {
     let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: {authority}\r\n{headers}\r\n");
     stream.write_all(request.as_bytes()).await?;
-    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut conn = Conn {
+        stream,
+        buf: BytesMut::new(),
+        undecoded: false,
+    };
     loop {
-        if stream.read_buf(&mut buf).await? == 0 {
+        if !conn.fill().await? {
             return Err(Error::new(
                 "the server closed the connection before its answer",
             ));
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut head = httparse::Response::new(&mut headers);
-        match head.parse(&buf) {
+        match head.parse(&conn.buf) {
             Ok(httparse::Status::Complete(len)) => {
                 let status = head.code.unwrap_or(0);
                 let body = framing(head.headers)?;
                 if status / 100 == 2 || status == 101 {
                     check(head.headers)?;
                 }
-                buf.advance(len);
-                return Ok(Response {
-                    stream,
-                    undecoded: !buf.is_empty(),
-                    buf,
-                    status,
-                    body,
-                });
+                conn.buf.advance(len);
+                conn.undecoded = !conn.buf.is_empty();
+                return Ok(Response { conn, status, body });
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
-                buf.reserve(READ_BUFFER);
-            }
+            Ok(httparse::Status::Partial) if conn.buf.len() < MAX_HEAD => {}
             Ok(httparse::Status::Partial) => {
                 return Err(Error::new(format!("response head over {MAX_HEAD} bytes")));
             }
@@ -158,19 +174,16 @@ impl Response {
         if self.body == Body::Done {
             return Ok(false);
         }
-        if !std::mem::take(&mut self.undecoded) {
-            self.buf.reserve(READ_BUFFER);
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return match self.body {
-                    Body::Close => {
-                        self.body = Body::Done;
-                        Ok(false)
-                    }
-                    _ => Err(Error::new("the server closed the connection")),
-                };
-            }
+        if !self.conn.fill().await? {
+            return match self.body {
+                Body::Close => {
+                    self.body = Body::Done;
+                    Ok(false)
+                }
+                _ => Err(Error::new("the server closed the connection")),
+            };
         }
-        self.body = decode(self.body, &mut self.buf, each)?;
+        self.body = decode(self.body, &mut self.conn.buf, each)?;
         Ok(self.body != Body::Done)
     }
 
@@ -197,10 +210,7 @@ const MAX_MESSAGE: usize = 4 << 20;
 
 /// A WebSocket client connection: whole text or binary messages, pings answered.
 pub struct WebSocket {
-    stream: TcpStream,
-    buf: BytesMut,
-    /// As in [`Response`]: bytes read with the head, not yet parsed.
-    undecoded: bool,
+    conn: Conn,
     /// Pongs to send once the frames of a read are parsed.
     pongs: Vec<u8>,
 }
@@ -240,9 +250,7 @@ pub async fn websocket(
         )));
     }
     Ok(WebSocket {
-        stream: resp.stream,
-        buf: resp.buf,
-        undecoded: resp.undecoded,
+        conn: resp.conn,
         pongs: Vec::new(),
     })
 }
@@ -253,18 +261,16 @@ impl WebSocket {
     /// A close frame, the connection's end or a frame the generator does not read
     /// (fragmented, masked, reserved, over `MAX_MESSAGE` bytes) is an error.
     pub async fn read(&mut self, each: &mut impl FnMut(&[u8])) -> Result<(), Error> {
-        if !std::mem::take(&mut self.undecoded) {
-            self.buf.reserve(READ_BUFFER);
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(Error::new(
-                    "the server closed the connection without a close frame",
-                ));
-            }
+        if !self.conn.fill().await? {
+            return Err(Error::new(
+                "the server closed the connection without a close frame",
+            ));
         }
+        let Conn { stream, buf, .. } = &mut self.conn;
         let mut at = 0;
         let mut want = 0;
-        while at < self.buf.len() {
-            let mut cursor = Cursor::new(&self.buf[at..]);
+        while at < buf.len() {
+            let mut cursor = Cursor::new(&buf[at..]);
             let Some((head, len)) = FrameHeader::parse(&mut cursor)? else {
                 break;
             };
@@ -273,11 +279,11 @@ impl WebSocket {
                 .ok()
                 .filter(|len| *len <= MAX_MESSAGE)
                 .ok_or_else(|| Error::new(format!("frame of {len} bytes (over {MAX_MESSAGE})")))?;
-            if self.buf.len() < start + len {
+            if buf.len() < start + len {
                 want = start + len - at;
                 break;
             }
-            let payload = &self.buf[start..start + len];
+            let payload = &buf[start..start + len];
             at = start + len;
             if head.mask.is_some() {
                 return Err(Error::new("masked frame from the server"));
@@ -306,12 +312,12 @@ impl WebSocket {
                 }
             }
         }
-        self.buf.advance(at);
-        if want > self.buf.len() {
-            self.buf.reserve(want - self.buf.len());
+        buf.advance(at);
+        if want > buf.len() {
+            buf.reserve(want - buf.len());
         }
         if !self.pongs.is_empty() {
-            self.stream.write_all(&self.pongs).await?;
+            stream.write_all(&self.pongs).await?;
             self.pongs.clear();
         }
         Ok(())
