@@ -1,25 +1,37 @@
-// switchyard browser client — an ES module with no dependencies (SPEC §8).
+// switchyard browser client — an ES module with no dependencies (SPEC §8, §11).
 //
 //   import { connect } from '/switchyard.js';
 //   const conn = connect({ topics: ['projects/42', 'notifications/user-7'] });
 //   conn.on('event', (e) => render(e));          // {id, topic, type, data, ts}
 //   conn.on('mode', (m) => showBanner(m));       // {mode, transport, reason}
 //   conn.on('reset', (r) => refetchEverything()); // {reason, cursor}
+//   await conn.subscribe(['projects/5']);         // change topics on the live connection
 //
-// How it works, in one paragraph: ask `${url}/negotiate` which transports the server
-// offers and in what order; try them one after the other, each with a ready deadline
-// (a stream that opens but never says `ready` is being held back by a proxy); watch the
-// live stream for silence; on failure fall back to the next transport, remember the
-// failure in localStorage for a while, report it to `${url}/reports`, and reconnect with
-// exponential back-off and full jitter. Every (re)connect resumes from the last cursor,
-// duplicates are dropped by cursor, and from a fallback the better transport is probed
-// now and then and switched to "make before break", so nothing is lost or doubled.
+// How it works. Every tab of one origin and API `url` shares ONE server connection
+// (SPEC §11): the tabs elect a leader with the Web Locks API, the leader runs the
+// connection for the union of every tab's topics, and feeds the other tabs over a
+// BroadcastChannel. Three layers, one class each:
+//
+//   Connection  what the page holds: its own topics, cursor, mode, listeners, role.
+//   Hub         in the leader tab only: every tab's topics and positions; decides which
+//               tab gets which event (each tab: its own topics, after its own position),
+//               which cursor the connection must resume from, and whom a reset concerns.
+//   Engine      the one server connection: ask `${url}/negotiate` which transports the
+//               server offers; try them in order, each with a ready deadline (a stream that
+//               opens but never says `ready` is being held back by a proxy); watch the live
+//               stream for silence; on failure fall back to the next transport, remember the
+//               failure in localStorage for a while, report it to `${url}/reports`, and
+//               reconnect with exponential back-off and full jitter. Every (re)connect
+//               resumes from the last cursor, duplicates are dropped by cursor, and from a
+//               fallback the better transport is probed now and then and switched to "make
+//               before break", so nothing is lost or doubled.
+//
+// A tab alone (`share: false`, or a browser without Web Locks or BroadcastChannel) runs
+// the same Hub and Engine for itself, with no channel. The wire between tabs is
+// described in docs/protocol.md ("One connection per browser").
 //
 // The client owns reconnection: it never relies on EventSource's automatic retry or on
 // `Last-Event-ID` surviving a proxy; the cursor always travels in the URL.
-
-/** Transport names, best first (the server's order wins; this is only the vocabulary). */
-export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'longpoll']);
 
 /**
  * Prefix of the localStorage keys that remember a failed transport:
@@ -57,21 +69,56 @@ const STRIKES_TO_FALL_BACK = 2;
 const WAKE_PONG_MS = 3000;
 /** Envelope ids remembered for duplicate detection (a small ring). */
 const SEEN_IDS = 512;
+/** The server's limits on topics (SPEC §1, docs/protocol.md). */
+const MAX_TOPIC_LEN = 200;
+const MAX_TOPICS = 100;
+const TOPIC_CHARS = /^[A-Za-z0-9._:/-]+$/;
+
+/** Sharing between tabs (docs/protocol.md, "One connection per browser"). */
+const SHARE = {
+  heartbeatMs: 300, // the leader says it is alive this often
+  silenceMs: 800, // a follower that heard nothing from its leader this long asks…
+  pingMs: 600, // …and a leader that does not answer within this is frozen: taken over
+  hiddenSlack: 3, // a hidden leader's timers run at most once a second: allow it 3× both
+  checkMs: 150, // how often a follower looks at the silence
+  gatherMs: 100, // a new leader waits this long for the other tabs' positions
+  rollMs: 4000, // the leader asks every tab to say it is still there this often
+};
 
 const now = () => Date.now();
 const isHidden = () => typeof document !== 'undefined' && document.visibilityState === 'hidden';
 /** `ms` spread by ±25 %, so many tabs do not act in lockstep. */
 const jitter = (ms) => Math.round(ms * (0.75 + Math.random() * 0.5));
+const randomId = () => Math.random().toString(36).slice(2, 10) + now().toString(36).slice(-4);
 
 /**
- * Splits a cursor `<epoch>-<seq>` for duplicate detection. Cursors are otherwise
- * opaque: they are handed back to the server verbatim.
+ * Splits a cursor `<epoch>-<seq>` for ordering and duplicate detection. Cursors are
+ * otherwise opaque: they are handed back to the server verbatim.
  * @param {string|null|undefined} cursor
  * @returns {{epoch: string, seq: bigint} | null}
  */
 function parseCursor(cursor) {
   const m = typeof cursor === 'string' && /^([A-Za-z0-9]{1,32})-(\d{1,20})$/.exec(cursor);
   return m ? { epoch: m[1], seq: BigInt(m[2]) } : null;
+}
+
+/**
+ * Whether position `a` must be resumed from before position `b`: `a` is earlier in the
+ * same log, or from another log (whose events cannot be compared, so the server decides).
+ */
+function before(a, b) {
+  const pa = parseCursor(a);
+  const pb = parseCursor(b);
+  if (!pa || !pb) return false;
+  return pa.epoch !== pb.epoch || pa.seq < pb.seq;
+}
+
+/** `b` if it is later than `a` in the same log, else `a` (null counts as "nothing yet"). */
+function later(a, b) {
+  if (!a) return b || null;
+  const pa = parseCursor(a);
+  const pb = parseCursor(b);
+  return pa && pb && pa.epoch === pb.epoch && pb.seq > pa.seq ? b : a;
 }
 
 /** Parses JSON, or returns null. */
@@ -84,6 +131,34 @@ function parseJson(text) {
 }
 
 /**
+ * The server's topic rule, with the server's words (so a bad topic is refused here
+ * exactly as the server would refuse it, without costing the connection).
+ * @returns {string|null} the error message, or null for a good name
+ */
+function topicError(name) {
+  const shown = JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
+  if (!name.length || name.length > MAX_TOPIC_LEN) {
+    return `topic ${shown} must be 1 to ${MAX_TOPIC_LEN} characters long`;
+  }
+  if (!TOPIC_CHARS.test(name)) {
+    const bad = [...name].find((c) => !TOPIC_CHARS.test(c));
+    return `topic ${shown} contains ${JSON.stringify(bad)}; allowed are A-Z a-z 0-9 . _ - : /`;
+  }
+  return null;
+}
+
+/** `topics` as an array of names (an array or a comma-separated string). */
+function topicList(topics) {
+  const list = typeof topics === 'string' ? topics.split(',') : topics;
+  return (Array.isArray(list) ? list : []).map((t) => String(t).trim()).filter(Boolean);
+}
+
+/** An Error with the server's `{code, message}` shape. */
+function clientError(code, message) {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
  * Opens a live connection. See `switchyard.d.ts` for the options and the events.
  * @param {import('./switchyard').ConnectOptions} options
  * @returns {import('./switchyard').Connection}
@@ -92,74 +167,102 @@ export function connect(options) {
   return new Connection(options);
 }
 
+// ---- the page's connection ----------------------------------------------------------
+
 class Connection {
   /** @param {import('./switchyard').ConnectOptions} options */
   constructor(options = {}) {
-    const topics = typeof options.topics === 'string' ? options.topics.split(',') : options.topics;
-    this._topics = (Array.isArray(topics) ? topics : []).map((t) => String(t).trim()).filter(Boolean);
-    if (!this._topics.length) throw new TypeError('switchyard.connect: `topics` must name at least one topic');
-    const allowed = typeof options.transports === 'string' ? options.transports.split(',') : options.transports;
-    /** The app's narrowing of the server's transports (null = take what the server offers). */
-    this._allowed = Array.isArray(allowed) && allowed.length ? allowed.map((t) => String(t).trim()) : null;
-    this._o = { ...DEFAULTS };
+    const topics = topicList(options.topics);
+    if (!topics.length) throw new TypeError('switchyard.connect: `topics` must name at least one topic');
+    const cursor = options.cursor ? String(options.cursor) : null;
+    const refused = refusal(topics, cursor, 0);
+    if (refused) throw new TypeError(`switchyard.connect: ${refused.message}`);
+
+    const allowed = topicList(options.transports);
+    const o = { ...DEFAULTS };
     for (const key of Object.keys(DEFAULTS)) {
-      if (options[key] !== undefined && options[key] !== null) this._o[key] = options[key];
+      if (options[key] !== undefined && options[key] !== null) o[key] = options[key];
     }
-    this._storage = options.storage !== undefined ? options.storage : safeLocalStorage();
-    this._reportsOn = options.reports !== false;
     // Resolved against the page, never a hard-coded host.
-    this._base = new URL(String(this._o.url), globalThis.location ? globalThis.location.href : undefined)
+    const base = new URL(String(o.url), globalThis.location ? globalThis.location.href : undefined)
       .href.replace(/[?#].*$/, '').replace(/\/+$/, '');
-
-    this._listeners = { event: new Set(), mode: new Set(), reset: new Set() };
-    this._cursor = null;
-    this._pos = null; // parsed _cursor
-    this._seen = new Set();
-    this._seenRing = [];
-    if (options.cursor) this._setCursor(String(options.cursor));
-
+    /** What the Engine needs; in a shared connection, the leader tab's options are used. */
+    this._engineOptions = {
+      o,
+      base,
+      // The app's narrowing of the server's transports (null = take what the server offers).
+      allowed: allowed.length ? allowed : null,
+      storage: options.storage !== undefined ? options.storage : safeLocalStorage(),
+      reportsOn: options.reports !== false,
+    };
+    this.id = randomId();
+    /** `debug`: a function that is told, in words, what the sharing between tabs does. */
+    this._debug = typeof options.debug === 'function' ? options.debug : null;
+    /** This tab's topics, each with the position it has been served up to (null: the head). */
+    this._positions = new Map(topics.map((t) => [t, cursor]));
+    this._rev = 0; // bumped by every change of topics
+    this._acked = -1; // the last change the hub confirmed: positions advance with it only
+    this._waiters = []; // subscribe/unsubscribe promises: {rev, resolve}
+    this._listeners = { event: new Set(), mode: new Set(), reset: new Set(), error: new Set(), role: new Set() };
     this._mode = 'reconnecting';
-    this._modeTransport = null;
-    this._modeReason = 'connecting';
-    this._order = []; // server order ∩ app choice, from the last negotiate
-    this._baseWhy = null; // why the best offered transport is not WebSocket
-    this._why = null; // the latest fallback reason
-    this._heartbeatMs = 15000;
-    this._pollTimeoutMs = 25000;
-    /** @type {Link|null} the transport in use (or being tried, while `ready` is false) */
-    this._active = null;
-    /** @type {Link|null} a probe of a better transport */
-    this._pending = null;
-    this._roundList = null; // transports still to try in this round
-    this._attempt = 0; // back-off exponent
-    this._strikes = {}; // per transport: quick drops / stalls in a row
-    this._timers = new Map();
-    this._reconnectKind = null; // 'server' (honour after_ms) or 'backoff'
-    this._negotiating = false;
-    this._gen = 0;
+    this._transport = null;
+    this._reason = 'connecting';
+    this._role = null;
+    this._inbox = []; // the hub's messages to this tab, delivered in order on a microtask
+    this._hub = null; // alone, or leading: the Hub runs here
+    this._share = null;
     this._closed = false;
-    this._reported = new Map();
-    this._reportCount = 0;
 
-    this._onVisibility = () => this._wake(isHidden() ? 'hidden' : 'visible');
+    const shareable = options.share !== false && typeof BroadcastChannel === 'function'
+      && globalThis.navigator && navigator.locks && typeof navigator.locks.request === 'function';
+    // Tabs share only when everything that shapes the connection is the same.
+    const tuning = Object.keys(DEFAULTS).filter((k) => k !== 'url' && o[k] !== DEFAULTS[k]).map((k) => `${k}=${o[k]}`);
+    this._shareName = shareable
+      ? `switchyard:${base}|${allowed.join(',') || '*'}|${tuning.join(',')}|${this._engineOptions.reportsOn}`
+      : null;
+
+    this._onVisibility = () => {
+      if (this._share) this._share.beat();
+      this._wake(isHidden() ? 'hidden' : 'visible');
+    };
     this._onOnline = () => this._wake('online');
-    this._onPageShow = (e) => { if (e.persisted) this._wake('pageshow'); };
-    if (typeof document !== 'undefined') document.addEventListener('visibilitychange', this._onVisibility);
+    this._onPageShow = (e) => {
+      if (!e.persisted) return;
+      if (this._share) this._share.rejoin();
+      this._wake('pageshow');
+    };
+    this._onPageHide = (e) => { if (e.persisted && this._share) this._share.leave(); };
+    // Page Lifecycle: a browser freezes hidden tabs (and says so first); a frozen leader
+    // would starve every other tab, so it hands over before it stops.
+    this._onFreeze = () => { if (this._share) this._share.freeze(); };
+    this._onResume = () => { if (this._share) this._share.resume(); };
+    if (typeof document !== 'undefined') {
+      document.addEventListener('visibilitychange', this._onVisibility);
+      document.addEventListener('freeze', this._onFreeze);
+      document.addEventListener('resume', this._onResume);
+    }
     if (typeof window !== 'undefined') {
       window.addEventListener('online', this._onOnline);
       window.addEventListener('pageshow', this._onPageShow);
+      window.addEventListener('pagehide', this._onPageHide);
     }
     // Start on the next tick, so listeners added right after connect() see the first mode.
     Promise.resolve().then(() => {
       if (this._closed) return;
-      this._emit('mode', { mode: this._mode, transport: null, reason: this._modeReason });
-      this._start();
+      this._emit('mode', { mode: this._mode, transport: null, reason: this._reason });
+      if (this._shareName) {
+        this._share = new Share(this, this._shareName);
+        this._share.start();
+      } else {
+        this._setRole('alone');
+        this._lead(null).start();
+      }
     });
   }
 
   /** The transport in use, or null while (re)connecting or off. */
   get transport() {
-    return this._active && this._active.ready ? this._active.name : null;
+    return this._transport;
   }
 
   /** `live`, `degraded`, `reconnecting` or `off`. */
@@ -167,40 +270,93 @@ class Connection {
     return this._mode;
   }
 
-  /** The cursor the next (re)connect resumes after: the last event's id, or a reset's. */
-  get cursor() {
-    return this._cursor;
+  /** `leader` (holds the connection for the tabs), `follower` (fed by another tab) or `alone`. */
+  get role() {
+    return this._role;
+  }
+
+  /** The topics this tab follows. */
+  get topics() {
+    return [...this._positions.keys()];
   }
 
   /**
-   * Adds a listener for `event`, `mode` or `reset`.
+   * The cursor this tab resumes after: the earliest position of its topics (the last
+   * event's id, a reset's cursor, or where the connection has got to).
+   */
+  get cursor() {
+    let first = null;
+    for (const p of this._positions.values()) {
+      if (p && (!first || before(p, first))) first = p;
+    }
+    return first;
+  }
+
+  /**
+   * Adds a listener for `event`, `mode`, `reset`, `error` or `role`.
    * @returns {() => void} removes the listener again
    */
   on(name, fn) {
     const set = this._listeners[name];
-    if (!set) throw new TypeError(`switchyard: unknown event "${name}" (event, mode, reset)`);
+    if (!set) throw new TypeError(`switchyard: unknown event "${name}" (event, mode, reset, error, role)`);
     if (typeof fn !== 'function') throw new TypeError('switchyard: listener must be a function');
     set.add(fn);
     return () => set.delete(fn);
+  }
+
+  /**
+   * Follows more topics on the live connection. A new topic starts from the head (what
+   * the connection has reached), or after `options.cursor`; topics already followed keep
+   * their position. Resolves once the connection follows them; a bad topic or cursor
+   * rejects with the server's `{code, message}` (also emitted as `error`) and changes
+   * nothing.
+   */
+  subscribe(topics, options = {}) {
+    const list = topicList(topics);
+    const cursor = options && options.cursor ? String(options.cursor) : null;
+    const fresh = list.filter((t, i) => !this._positions.has(t) && list.indexOf(t) === i);
+    const refused = refusal(list, cursor, this._positions.size + fresh.length - list.length);
+    if (refused) return this._refuse(refused);
+    if (!fresh.length || this._closed) return Promise.resolve();
+    const add = {};
+    for (const t of fresh) {
+      add[t] = cursor;
+      this._positions.set(t, cursor);
+    }
+    return this._change({ t: 'sub', add });
+  }
+
+  /** Stops following topics; events of the others are neither lost nor repeated. */
+  unsubscribe(topics) {
+    const list = topicList(topics);
+    const refused = refusal(list, null, 0);
+    if (refused) return this._refuse(refused);
+    const remove = list.filter((t) => this._positions.delete(t));
+    if (!remove.length || this._closed) return Promise.resolve();
+    return this._change({ t: 'unsub', remove });
   }
 
   /** Stops everything: sockets, polls, timers and page listeners. Final. */
   close() {
     if (this._closed) return;
     this._closed = true;
-    this._gen++;
-    for (const t of this._timers.values()) clearTimeout(t);
-    this._timers.clear();
-    if (this._pending) this._pending.close();
-    if (this._active) this._active.close();
-    this._pending = this._active = null;
-    if (typeof document !== 'undefined') document.removeEventListener('visibilitychange', this._onVisibility);
+    if (this._share) this._share.close();
+    else if (this._hub) this._hub.close();
+    this._hub = this._share = null;
+    if (typeof document !== 'undefined') {
+      document.removeEventListener('visibilitychange', this._onVisibility);
+      document.removeEventListener('freeze', this._onFreeze);
+      document.removeEventListener('resume', this._onResume);
+    }
     if (typeof window !== 'undefined') {
       window.removeEventListener('online', this._onOnline);
       window.removeEventListener('pageshow', this._onPageShow);
+      window.removeEventListener('pagehide', this._onPageHide);
     }
+    for (const w of this._waiters.splice(0)) w.resolve();
     this._mode = 'off';
-    this._modeReason = 'closed';
+    this._transport = null;
+    this._reason = 'closed';
   }
 
   // ---- events ---------------------------------------------------------------------
@@ -217,11 +373,807 @@ class Connection {
 
   _setMode(mode, transport, reason) {
     if (this._closed) return;
+    if (mode === this._mode && transport === this._transport && reason === this._reason) return;
+    this._mode = mode;
+    this._transport = transport || null;
+    this._reason = reason || null;
+    this._emit('mode', { mode, transport: this._transport, reason: this._reason });
+  }
+
+  _setRole(role) {
+    if (this._closed || role === this._role) return;
+    this._role = role;
+    this._emit('role', role);
+  }
+
+  _say(line) {
+    if (this._debug) {
+      try {
+        this._debug(line);
+      } catch { /* the app's problem */ }
+    }
+  }
+
+  _refuse(error) {
+    this._emit('error', { code: error.code, message: error.message });
+    return Promise.reject(error);
+  }
+
+  // ---- talking to the hub (here, or in the leader tab) ------------------------------
+
+  /** Sends a change of topics to the hub; resolves when the hub has applied it. */
+  _change(body) {
+    const rev = ++this._rev;
+    const done = new Promise((resolve) => this._waiters.push({ rev, resolve }));
+    this._toHub({ ...body, from: this.id, rev });
+    return done;
+  }
+
+  /** The whole state of this tab, for a (new) leader. */
+  _joinMessage() {
+    return {
+      t: 'join', from: this.id, rev: this._rev, topics: Object.fromEntries(this._positions),
+      visible: !isHidden(),
+    };
+  }
+
+  _toHub(msg) {
+    if (this._hub) this._hub.handle(msg);
+    else if (this._share) this._share.send(msg);
+  }
+
+  _wake(kind) {
+    if (!this._closed) this._toHub({ t: 'wake', from: this.id, kind, visible: !isHidden() });
+  }
+
+  /** This tab runs the hub (alone, or as the leader); `post` reaches the other tabs. */
+  _lead(post) {
+    this._hub = new Hub(this, (msg) => {
+      if (post) post(msg);
+      this._deliver(msg);
+    });
+    this._hub.handle(this._joinMessage());
+    return this._hub;
+  }
+
+  /** The hub's messages to this tab itself: in order, after the current task's work. */
+  _deliver(msg) {
+    this._inbox.push(msg);
+    if (this._inbox.length > 1) return;
+    queueMicrotask(() => {
+      for (let i = 0; i < this._inbox.length; i++) this._receive(this._inbox[i]);
+      this._inbox.length = 0;
+    });
+  }
+
+  /** A message from the hub (SPEC §11): each tab its own events, resets and mode. */
+  _receive(msg) {
+    if (this._closed) return;
+    // Positions move with the connection only once the hub knows this tab's topics, and
+    // not while the hub holds this tab back (its position is behind the connection's).
+    const synced = this._acked === this._rev && !(msg.held && msg.held.includes(this.id));
+    switch (msg.t) {
+      case 'ev': {
+        const env = msg.env;
+        if (!env || typeof env.id !== 'string') return;
+        const pos = this._positions.get(env.topic);
+        const mine = msg.to.includes(this.id) && this._positions.has(env.topic) && (!pos || before(pos, env.id));
+        if (mine) this._positions.set(env.topic, env.id);
+        if (synced) this._advance(env.id);
+        if (mine) this._emit('event', env);
+        break;
+      }
+      case 'pos':
+        if (synced) this._advance(msg.c);
+        break;
+      case 'reset':
+        if (msg.to !== this.id) return;
+        for (const t of this._positions.keys()) this._positions.set(t, msg.cursor);
+        this._emit('reset', { reason: msg.reason, cursor: msg.cursor });
+        break;
+      case 'mode':
+        this._setMode(msg.mode, msg.transport, msg.reason);
+        break;
+      case 'ack':
+        if (msg.to !== this.id) return;
+        if (msg.rev === this._rev) {
+          for (const [t, p] of Object.entries(msg.topics || {})) {
+            if (this._positions.has(t)) this._positions.set(t, p);
+          }
+          this._acked = msg.rev;
+        }
+        if (msg.mode) this._setMode(msg.mode.mode, msg.mode.transport, msg.mode.reason);
+        break;
+      case 'live':
+        if (msg.to !== this.id) return;
+        for (const w of this._waiters.filter((x) => x.rev <= msg.rev)) w.resolve();
+        this._waiters = this._waiters.filter((x) => x.rev > msg.rev);
+        break;
+      case 'error':
+        if (!msg.to || msg.to === this.id) this._emit('error', { code: msg.code, message: msg.message });
+        break;
+      default:
+    }
+  }
+
+  /** The connection got to `c` for every topic of this tab: nothing before it is owed. */
+  _advance(c) {
+    for (const [t, p] of this._positions) this._positions.set(t, later(p, c));
+  }
+}
+
+/**
+ * Why a set of topics (and an optional cursor) would be refused by the server, as the
+ * server would say it; null when they are fine. `more` is how many topics the tab
+ * follows beyond `list`.
+ */
+function refusal(list, cursor, more) {
+  for (const t of list) {
+    const message = topicError(t);
+    if (message) return clientError('invalid_topic', message);
+  }
+  if (list.length + more > MAX_TOPICS) {
+    return clientError('invalid_topic', `at most ${MAX_TOPICS} topics per connection (${list.length + more} asked)`);
+  }
+  if (cursor !== null && (!parseCursor(cursor) || cursor.length > 64)) {
+    return clientError('invalid_cursor', `cursor ${JSON.stringify(cursor.slice(0, 64))} is not <epoch>-<seq>`);
+  }
+  return null;
+}
+
+function safeLocalStorage() {
+  try {
+    return globalThis.localStorage || null;
+  } catch {
+    return null; // e.g. blocked third-party storage
+  }
+}
+
+// ---- sharing one connection between tabs --------------------------------------------
+
+/**
+ * Leader election and the channel between tabs. The tab that holds the Web Lock
+ * `name` leads: it runs the Hub and posts its messages on the BroadcastChannel `name`;
+ * the others send their topics and positions to it and receive their events from it.
+ * A leader that closes releases the lock and the next tab in the lock's queue leads at
+ * once; one that stops answering (frozen, hung) is taken over with `steal`. Every
+ * leadership has a term: messages of an older term are ignored, so a frozen leader that
+ * wakes up cannot feed anyone twice.
+ */
+class Share {
+  constructor(conn, name) {
+    this.conn = conn;
+    this.name = name;
+    this.term = 0;
+    this.leader = null; // {id, term} of the tab we take messages from
+    this.leading = null; // the lock request we lead with
+    this.queued = null; // our place in the lock's queue
+    this.heard = now(); // last message from the leader
+    this.pingAt = 0;
+    this.peers = false; // another tab has been seen
+    this.roll = 0;
+    this.here = new Map(); // as leader: tab → the last roll it answered
+    this.closed = false;
+  }
+
+  start() {
+    this.channel = new BroadcastChannel(this.name);
+    this.channel.onmessage = (e) => this._message(e.data);
+    this.conn._setRole('follower');
+    this._queue();
+    this.send(this.conn._joinMessage());
+    this.check = setInterval(() => this._check(), SHARE.checkMs);
+  }
+
+  send(msg) {
+    if (this.closed) return;
+    try {
+      this.channel.postMessage(msg);
+    } catch { /* closed */ }
+  }
+
+  /** Sends this tab's whole state again (a new leader, or the old one forgot us). */
+  rejoin() {
+    if (!this.leading) this.send(this.conn._joinMessage());
+  }
+
+  leave() {
+    if (!this.leading) this.send({ t: 'leave', from: this.conn.id });
+  }
+
+  /** The page is being frozen: hand the lead over, leave the queue for it, and go quiet. */
+  freeze() {
+    if (this.closed || this.frozen) return;
+    this.frozen = true;
+    this.conn._say('page frozen: handing over');
+    if (this.leading) {
+      this._resign();
+      this.conn._setRole('follower');
+    } else {
+      this.leave();
+    }
+    if (this.queued) this._abort(this.queued);
+  }
+
+  /** The page runs again: follow whoever leads now, from this tab's own positions. */
+  resume() {
+    if (this.closed || !this.frozen) return;
+    this.frozen = false;
+    this.conn._say('page resumed');
+    this.heard = now();
+    this.pingAt = 0;
+    this._queue();
+    this.rejoin();
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.check);
+    if (this.leading) this._resign();
+    else this.channel.postMessage({ t: 'leave', from: this.conn.id });
+    if (this.queued) this._abort(this.queued);
+    this.channel.close();
+  }
+
+  // ---- the lock ---------------------------------------------------------------------
+
+  _queue() {
+    if (this.closed || this.frozen || this.queued || this.leading) return;
+    this.queued = this._request({});
+  }
+
+  /** Takes the lock from a leader that does not answer. */
+  _steal() {
+    if (this.closed || this.frozen || this.leading) return;
+    if (this.queued) this._abort(this.queued);
+    this._request({ steal: true });
+  }
+
+  _request(options) {
+    const req = { ctrl: new AbortController(), aborted: false };
+    const opts = options.steal ? { steal: true } : { signal: req.ctrl.signal };
+    navigator.locks.request(this.name, opts, () => this._granted(req)).then(
+      () => {},
+      () => {
+        // Aborted by us (we stole, or closed), or stolen from us while we led.
+        if (this.leading === req) this._stepDown();
+      },
+    );
+    return req;
+  }
+
+  _abort(req) {
+    req.aborted = true;
+    if (this.queued === req) this.queued = null;
+    req.ctrl.abort();
+  }
+
+  /** The lock is ours: lead until we resign or it is stolen. */
+  _granted(req) {
+    if (this.queued === req) this.queued = null;
+    if (this.closed || req.aborted) return undefined;
+    this.conn._say(`leading (term ${Math.max(this.term, this.leader ? this.leader.term : 0) + 1})`);
+    this.leading = req;
+    this.term = Math.max(this.term, this.leader ? this.leader.term : 0) + 1;
+    this.leader = { id: this.conn.id, term: this.term };
+    this.here.clear();
+    this._post({ t: 'leader' });
+    const hub = this.conn._lead((msg) => this._post(msg));
+    this.conn._setRole('leader');
+    // The other tabs answer `leader` with their positions at once; a moment to gather
+    // them spares a rewind of the connection for each.
+    setTimeout(() => hub.start(), this.peers ? SHARE.gatherMs : 0);
+    this.beating = setInterval(() => this.beat(), SHARE.heartbeatMs);
+    this.rolling = setInterval(() => this._roll(), SHARE.rollMs);
+    return new Promise((resolve) => { req.release = resolve; });
+  }
+
+  /** As leader: "alive", and whether hidden (then its timers are throttled). */
+  beat() {
+    if (this.leading) this._post({ t: 'hb', hidden: isHidden() });
+  }
+
+  _resign() {
+    const req = this.leading;
+    this._post({ t: 'resign' });
+    this._stopLeading();
+    if (req && req.release) req.release();
+  }
+
+  /** Someone else leads now (the lock was stolen, or a newer term spoke). */
+  _stepDown() {
+    const req = this.leading;
+    if (!req) return;
+    this.conn._say('stepping down: another tab leads');
+    this._post({ t: 'resign' });
+    this._stopLeading();
+    if (req.release) req.release();
+    this.conn._setRole('follower');
+    this.conn._setMode('reconnecting', null, 'leader_changed');
+    this.heard = now();
+    this._queue();
+    this.rejoin();
+  }
+
+  _stopLeading() {
+    this.leading = null;
+    clearInterval(this.beating);
+    clearInterval(this.rolling);
+    if (this.conn._hub) this.conn._hub.close();
+    this.conn._hub = null;
+  }
+
+  /** A message from this tab as the leader, to every other tab. */
+  _post(msg) {
+    this.send({ ...msg, from: this.conn.id, term: this.term });
+  }
+
+  /** Every roll, each tab says it is there; one that missed a whole roll is forgotten. */
+  _roll() {
+    const hub = this.conn._hub;
+    if (!hub) return;
+    this.roll++;
+    for (const id of hub.members.keys()) {
+      if (id === this.conn.id) continue;
+      const last = this.here.has(id) ? this.here.get(id) : (this.here.set(id, this.roll), this.roll);
+      if (last < this.roll - 1) {
+        this.here.delete(id);
+        hub.handle({ t: 'leave', from: id });
+        this._post({ t: 'gone', to: id });
+      }
+    }
+    this._post({ t: 'roll', n: this.roll });
+  }
+
+  // ---- messages -----------------------------------------------------------------------
+
+  _message(msg) {
+    if (this.closed || !msg || typeof msg.t !== 'string') return;
+    this.peers = true;
+    if (typeof msg.term === 'number') {
+      this._fromLeader(msg);
+      return;
+    }
+    // From a tab to the leader.
+    const hub = this.leading && this.conn._hub;
+    if (!hub) return;
+    if (msg.t === 'ping') {
+      // Answered from a timer task, not from this message's: a page whose timers and
+      // sockets are stopped (frozen, hung) may still get messages, and must not pass for
+      // a working leader.
+      setTimeout(() => this.beat(), 0);
+      return;
+    }
+    if (msg.t === 'here') {
+      this.here.set(msg.from, msg.n);
+      return;
+    }
+    if (msg.t === 'join') this.here.set(msg.from, this.roll);
+    if (msg.t === 'leave') this.here.delete(msg.from);
+    hub.handle(msg);
+  }
+
+  _fromLeader(msg) {
+    const current = this.leader && msg.from === this.leader.id && msg.term === this.leader.term;
+    if (!current) {
+      const newer = msg.term > this.term || (!this.leader && msg.term === this.term)
+        || (msg.term === this.term && this.leader && msg.from > this.leader.id);
+      if (!newer) {
+        // A leader of an older term (a frozen tab that woke up): remind it who leads.
+        if (this.leading) this._post({ t: 'leader' });
+        return;
+      }
+      if (this.leading) this._stepDown();
+      this.conn._say(`following ${msg.from} (term ${msg.term})`);
+      this.term = msg.term;
+      this.leader = { id: msg.from, term: msg.term };
+      this.rejoin();
+    }
+    this.heard = now();
+    this.pingAt = 0;
+    switch (msg.t) {
+      case 'hb':
+        this.leaderHidden = !!msg.hidden;
+        return;
+      case 'leader':
+        return;
+      case 'resign':
+        this.leader = null;
+        return;
+      case 'roll':
+        this.send({ t: 'here', from: this.conn.id, n: msg.n });
+        return;
+      case 'gone':
+        if (msg.to === this.conn.id) this.rejoin();
+        return;
+      default:
+        this.conn._receive(msg);
+    }
+  }
+
+  /** A follower's watch over its leader: silence, then a ping, then a take-over. */
+  _check() {
+    if (this.closed || this.frozen || this.leading) return;
+    const t = now();
+    const slack = this.leaderHidden ? SHARE.hiddenSlack : 1;
+    if (t - this.heard < SHARE.silenceMs * slack) return;
+    if (!this.pingAt) {
+      this.conn._say(`leader silent for ${t - this.heard} ms: ping`);
+      this.pingAt = t;
+      this.send({ t: 'ping', from: this.conn.id });
+      return;
+    }
+    if (t - this.pingAt < SHARE.pingMs * slack) return;
+    // No answer: the leader is frozen or hung. Tabs that noticed together draw lots.
+    const heard = this.heard;
+    this.pingAt = 0;
+    this.conn._say('leader did not answer: taking over');
+    setTimeout(() => { if (this.heard === heard) this._steal(); }, Math.random() * 150);
+  }
+}
+
+// ---- the hub: every tab's topics and positions, in the leading tab --------------------
+
+/**
+ * Serves the tabs from one Engine. Each tab ("member") has topics, each with the
+ * position it has been served up to. The engine follows the union of the topics from
+ * the earliest position any tab needs; the hub hands each event to the tabs that follow
+ * its topic and are not past it, and moves every tab's positions along with the
+ * engine. `from` is where the engine's unbroken run of the log begins: a tab whose
+ * position is earlier is not served (it would get a gap) until the engine has been
+ * rewound to it.
+ */
+class Hub {
+  constructor(conn, post) {
+    this.conn = conn;
+    this.post = post;
+    /** @type {Map<string, {topics: Map<string, string|null>, visible: boolean}>} */
+    this.members = new Map();
+    this.head = null; // the furthest the connection has got: where new topics start
+    this.from = null;
+    this.engine = null;
+    this.mode = { mode: 'reconnecting', transport: null, reason: 'connecting' };
+    this.waiting = []; // confirmations owed to tabs: {to, rev, gen}
+    this.closed = false;
+  }
+
+  start() {
+    if (this.engine || this.closed) return;
+    this.from = this._need();
+    this.engine = new Engine(this.conn._engineOptions, this, this._union(), this.from);
+  }
+
+  close() {
+    this.closed = true;
+    if (this.engine) this.engine.close();
+    this.members.clear();
+  }
+
+  /** A message from a tab (this one included). */
+  handle(msg) {
+    if (this.closed) return;
+    const member = this.members.get(msg.from);
+    switch (msg.t) {
+      case 'join': {
+        const topics = new Map();
+        for (const [t, p] of Object.entries(msg.topics || {})) {
+          const known = member && member.topics.get(t);
+          topics.set(t, later(known || null, p || null) || this.head);
+        }
+        const others = new Set();
+        for (const [id, m] of this.members) if (id !== msg.from) for (const t of m.topics.keys()) others.add(t);
+        for (const t of topics.keys()) others.add(t);
+        if (others.size > MAX_TOPICS) {
+          this.post({ t: 'error', to: msg.from, code: 'invalid_topic',
+            message: `the tabs sharing this connection follow more than ${MAX_TOPICS} topics in all` });
+          return;
+        }
+        this.members.set(msg.from, { topics, visible: msg.visible !== false });
+        this._sync();
+        this._ack(msg.from, msg.rev);
+        return;
+      }
+      case 'sub':
+      case 'unsub': {
+        if (!member) {
+          this.post({ t: 'gone', to: msg.from });
+          return;
+        }
+        for (const [t, p] of Object.entries(msg.add || {})) {
+          if (!member.topics.has(t)) member.topics.set(t, p || this.head);
+        }
+        for (const t of msg.remove || []) member.topics.delete(t);
+        if (this._union().length > MAX_TOPICS) {
+          for (const t of Object.keys(msg.add || {})) member.topics.delete(t);
+          this.post({ t: 'error', to: msg.from, code: 'invalid_topic',
+            message: `the tabs sharing this connection would follow more than ${MAX_TOPICS} topics in all` });
+        }
+        this._sync();
+        this._ack(msg.from, msg.rev);
+        return;
+      }
+      case 'leave':
+        this.members.delete(msg.from);
+        this._sync();
+        return;
+      case 'wake':
+        if (member) member.visible = msg.visible !== false;
+        if (this.engine) this.engine.wake(msg.kind);
+        return;
+      default:
+    }
+  }
+
+  /**
+   * Confirms a tab's topics: `ack` at once (its positions, the mode), `live` once the
+   * server follows them (what `subscribe()` and `unsubscribe()` resolve on).
+   */
+  _ack(id, rev) {
+    const m = this.members.get(id);
+    if (!m) return;
+    this.post({ t: 'ack', to: id, rev, topics: Object.fromEntries(m.topics), mode: this.mode });
+    const gen = this.engine ? this.engine._wantGen : 0;
+    if (this.engine && this.engine._liveGen >= gen) this.post({ t: 'live', to: id, rev });
+    else this.waiting.push({ to: id, rev, gen });
+  }
+
+  /** The server follows the topics of the engine's change `gen`. */
+  live(gen) {
+    const due = this.waiting.filter((w) => w.gen <= gen);
+    this.waiting = this.waiting.filter((w) => w.gen > gen);
+    for (const w of due) this.post({ t: 'live', to: w.to, rev: w.rev });
+  }
+
+  /** Every topic some tab follows, sorted. */
+  _union() {
+    const all = new Set();
+    for (const m of this.members.values()) for (const t of m.topics.keys()) all.add(t);
+    return [...all].sort();
+  }
+
+  /** The earliest position any tab needs (null: from the head). */
+  _need() {
+    let need = null;
+    for (const m of this.members.values()) {
+      for (const p of m.topics.values()) if (p && (!need || before(p, need))) need = p;
+    }
+    return need;
+  }
+
+  /** Tells the engine the topics and the position the tabs need now. */
+  _sync() {
+    if (!this.engine || this.closed) return;
+    const need = this._need();
+    if (this.engine.want(this._union(), need)) this.from = need;
+  }
+
+  /** Whether the engine's run of the log covers every position of `m`. */
+  _covered(m) {
+    if (!this.from) return true;
+    for (const p of m.topics.values()) if (p && before(p, this.from)) return false;
+    return true;
+  }
+
+  /** Whether no tab is visible (then nobody is looking, and timers are throttled). */
+  hidden() {
+    for (const m of this.members.values()) if (m.visible) return false;
+    return true;
+  }
+
+  // ---- what the engine says -------------------------------------------------------
+
+  event(env) {
+    const to = [];
+    const held = [];
+    for (const [id, m] of this.members) {
+      if (!this._covered(m)) {
+        held.push(id);
+        continue;
+      }
+      if (m.topics.has(env.topic)) {
+        const p = m.topics.get(env.topic);
+        if (!p || before(p, env.id)) to.push(id);
+      }
+      for (const [t, p] of m.topics) m.topics.set(t, later(p, env.id));
+    }
+    this.head = later(this.head, env.id);
+    this.post(held.length ? { t: 'ev', env, to, held } : { t: 'ev', env, to });
+  }
+
+  /** The engine got to `c` without an event (ready, a poll's answer, negotiate's head). */
+  advance(c) {
+    const held = [];
+    for (const [id, m] of this.members) {
+      if (!this._covered(m)) held.push(id);
+      else for (const [t, p] of m.topics) m.topics.set(t, later(p, c));
+    }
+    this.head = later(this.head, c);
+    this.post(held.length ? { t: 'pos', c, held } : { t: 'pos', c });
+  }
+
+  /**
+   * The server could not resume from `from` and continues after `r.cursor`. A tab is
+   * told only if its own history is in doubt: a position at or before `from`, from
+   * another log, or (cursor_ahead) beyond the head. A tab whose position was still good
+   * but lies before the new cursor is served again by rewinding the engine to it.
+   */
+  reset(r, from) {
+    const cursor = parseCursor(r.cursor);
+    const start = parseCursor(from);
+    if (!cursor) return;
+    for (const [id, m] of this.members) {
+      let hit = false;
+      for (const p of m.topics.values()) {
+        const pos = parseCursor(p);
+        if (!pos) continue;
+        if (pos.epoch !== cursor.epoch) hit = true;
+        else if (start && start.epoch === pos.epoch && pos.seq <= start.seq) hit = true;
+        else if (r.reason === 'cursor_ahead' && pos.seq > cursor.seq) hit = true;
+      }
+      if (!hit) continue;
+      for (const t of m.topics.keys()) m.topics.set(t, r.cursor);
+      this.post({ t: 'reset', to: id, reason: r.reason, cursor: r.cursor });
+    }
+    this.head = r.cursor;
+    this.from = r.cursor;
+    // After the link has handed out what it holds: rewind for the tabs left behind.
+    queueMicrotask(() => this._sync());
+  }
+
+  setMode(mode, transport, reason) {
+    this.mode = { mode, transport, reason };
+    this.post({ t: 'mode', ...this.mode });
+  }
+
+  error(code, message) {
+    this.post({ t: 'error', code: String(code || 'error'), message: String(message || '') });
+  }
+}
+
+// ---- the engine: one server connection -----------------------------------------------
+
+/**
+ * The one server connection. It follows the topics and resumes from the cursor its Hub
+ * gives it, and tells the Hub every event, reset, position and mode; it knows nothing
+ * of tabs.
+ */
+class Engine {
+  constructor(options, hub, topics, cursor) {
+    this._o = options.o;
+    this._allowed = options.allowed;
+    this._storage = options.storage;
+    this._reportsOn = options.reportsOn;
+    this._base = options.base;
+    this._hub = hub;
+    this._topics = topics;
+    this._cursor = null;
+    this._pos = null; // parsed _cursor
+    this._seen = new Set();
+    this._seenRing = [];
+    if (cursor) this._setCursor(cursor);
+
+    this._mode = 'reconnecting';
+    this._modeTransport = null;
+    this._modeReason = 'connecting';
+    this._order = []; // server order ∩ app choice, from the last negotiate
+    this._urls = {}; // transport → its URL, from the last negotiate
+    this._baseWhy = null; // why the best offered transport is not WebSocket
+    this._why = null; // the latest fallback reason
+    this._heartbeatMs = 15000;
+    this._pollTimeoutMs = 25000;
+    /** @type {Link|null} the transport in use (or being tried, while `ready` is false) */
+    this._active = null;
+    /** @type {Link|null} a probe of a better transport */
+    this._pending = null;
+    this._roundList = null; // transports still to try in this round
+    this._attempt = 0; // back-off exponent
+    this._strikes = {}; // per transport: quick drops / stalls in a row
+    this._timers = new Map();
+    this._reconnectKind = null; // 'server' (honour after_ms) or 'backoff'
+    this._negotiating = false;
+    this._idle = !topics.length; // no tab follows anything: no stream
+    this._wantGen = 0; // bumped by every change of topics or rewind
+    this._liveGen = -1; // the last change the server has confirmed
+    this._opsGen = []; // WebSocket: the change each unanswered subscribe/unsubscribe carries
+    this._gen = 0;
+    this._closed = false;
+    this._reported = new Map();
+    this._reportCount = 0;
+    this._start();
+  }
+
+  /**
+   * The tabs now need `topics`, none of them from before `need`. A rewind (an earlier
+   * `need`) reopens the stream there; otherwise a WebSocket changes its topics in band
+   * (`subscribe` / `unsubscribe`) and SSE or long-polling reopen at the cursor. Returns
+   * whether it rewound.
+   */
+  want(topics, need) {
+    if (this._closed) return false;
+    const rewind = !!need && (!this._cursor || before(need, this._cursor));
+    const added = topics.filter((t) => !this._topics.includes(t));
+    const removed = this._topics.filter((t) => !topics.includes(t));
+    this._topics = topics;
+    if (rewind) {
+      this._setCursor(need);
+      this._seen.clear();
+      this._seenRing = [];
+    }
+    if (!rewind && !added.length && !removed.length) return false;
+    const gen = ++this._wantGen;
+    if (!topics.length) {
+      this._idle = true;
+      this._closeLinks();
+      this._clearTimer('reconnect');
+      this._clearTimer('off');
+      this._live(gen); // following nothing is in effect at once
+      return rewind;
+    }
+    if (this._idle) {
+      this._idle = false;
+      this._start();
+      return rewind;
+    }
+    const link = this._active;
+    if (!rewind && link && link.ready && link.name === 'websocket') {
+      // A frame is at most 16 KiB: 40 topics of up to 200 characters fit.
+      for (let i = 0; i < added.length; i += 40) link.op({ op: 'subscribe', topics: added.slice(i, i + 40) }, gen);
+      for (let i = 0; i < removed.length; i += 40) link.op({ op: 'unsubscribe', topics: removed.slice(i, i + 40) }, gen);
+      this._closePending(); // a probe opened with the old topics
+      return false;
+    }
+    this._reopen();
+    return rewind;
+  }
+
+  /** Opens the transport in use again, at the cursor, with the current topics. */
+  _reopen() {
+    this._closePending();
+    const link = this._active;
+    // Negotiating, waiting to reconnect or between attempts: the next attempt opens
+    // with the current topics and cursor anyway.
+    if (!link || this._negotiating) return;
+    this._active = null;
+    link.close();
+    this._clearTimer('watchdog');
+    this._clearTimer('probe');
+    this._roundList = [link.name].concat(this._candidates().filter((n) => n !== link.name));
+    this._tryNext();
+  }
+
+  _closePending() {
+    if (this._pending) this._pending.close();
+    this._pending = null;
+  }
+
+  /** The server follows the topics of change `gen` (a link opened with them is ready). */
+  _live(gen) {
+    if (gen <= this._liveGen) return;
+    this._liveGen = gen;
+    this._hub.live(gen);
+  }
+
+  /** Stops everything: sockets, polls and timers. Final. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._gen++;
+    for (const t of this._timers.values()) clearTimeout(t);
+    this._timers.clear();
+    if (this._pending) this._pending.close();
+    if (this._active) this._active.close();
+    this._pending = this._active = null;
+  }
+
+  // ---- events ---------------------------------------------------------------------
+
+  _setMode(mode, transport, reason) {
+    if (this._closed) return;
     if (mode === this._mode && transport === this._modeTransport && reason === this._modeReason) return;
     this._mode = mode;
     this._modeTransport = transport;
     this._modeReason = reason;
-    this._emit('mode', { mode, transport, reason });
+    this._hub.setMode(mode, transport, reason);
   }
 
   /** Sets the mode after a transport became ready (or was swapped). */
@@ -247,8 +1199,9 @@ class Connection {
   _adoptCursor(cursor) {
     if (typeof cursor !== 'string' || !cursor) return;
     const next = parseCursor(cursor);
-    if (!this._cursor) this._setCursor(cursor);
-    else if (next && this._pos && next.epoch === this._pos.epoch && next.seq > this._pos.seq) this._setCursor(cursor);
+    if (this._cursor && !(next && this._pos && next.epoch === this._pos.epoch && next.seq > this._pos.seq)) return;
+    this._setCursor(cursor);
+    this._hub.advance(cursor);
   }
 
   /** Delivers an envelope unless it was seen before (by id, or by seq within an epoch). */
@@ -261,15 +1214,18 @@ class Connection {
     this._seenRing.push(env.id);
     if (this._seenRing.length > SEEN_IDS) this._seen.delete(this._seenRing.shift());
     this._setCursor(env.id);
-    this._emit('event', env);
+    this._hub.event(env);
   }
 
   /** The server could not resume: tell the app, continue from the cursor it gave. */
   _linkReset(link, body) {
     if (link !== this._active && link !== this._pending) return;
     if (!body || typeof body.cursor !== 'string') return;
+    const from = this._cursor;
     this._setCursor(body.cursor);
-    this._emit('reset', { reason: String(body.reason || 'unknown'), cursor: body.cursor });
+    this._seen.clear();
+    this._seenRing = [];
+    this._hub.reset({ reason: String(body.reason || 'unknown'), cursor: body.cursor }, from);
   }
 
   // ---- timers -----------------------------------------------------------------------
@@ -303,7 +1259,7 @@ class Connection {
 
   /** Asks negotiate, then tries the transports in order. */
   async _start() {
-    if (this._closed || this._negotiating) return;
+    if (this._closed || this._negotiating || this._idle) return;
     this._clearTimer('reconnect');
     this._clearTimer('off');
     this._closeLinks();
@@ -324,8 +1280,19 @@ class Connection {
     if (info.heartbeat_ms > 0) this._heartbeatMs = info.heartbeat_ms;
     if (info.poll_timeout_ms > 0) this._pollTimeoutMs = info.poll_timeout_ms;
     // Start from the head the server named, so nothing published from now on is missed.
-    if (!this._cursor && typeof info.cursor === 'string' && info.cursor) this._setCursor(info.cursor);
-    const offered = info.transports.map((t) => t && t.name).filter((n) => TRANSPORTS.includes(n));
+    if (!this._cursor && typeof info.cursor === 'string' && info.cursor) this._adoptCursor(info.cursor);
+    // The server's table: each transport's URL as it gives it; a name this client does
+    // not speak is refused (said once on the console), never guessed at.
+    this._urls = {};
+    for (const t of info.transports) {
+      const name = t && t.name;
+      if (!Object.hasOwn(LINKS, name) || typeof t.url !== 'string') {
+        if (typeof console !== 'undefined') console.warn('switchyard: negotiate offered a transport this client does not speak:', t);
+        continue;
+      }
+      this._urls[name] = new URL(t.url, `${this._base}/`).href;
+    }
+    const offered = Object.keys(this._urls);
     this._order = this._allowed ? offered.filter((n) => this._allowed.includes(n)) : offered;
     if (!this._order.length) {
       // Every transport is off (or none the app accepts): the page must offer a refresh.
@@ -383,8 +1350,7 @@ class Connection {
   }
 
   _makeLink(name, role) {
-    const Kind = name === 'websocket' ? WsLink : name === 'sse' ? SseLink : PollLink;
-    const link = new Kind(this, name, role);
+    const link = new LINKS[name](this, name, role);
     link.open();
     return link;
   }
@@ -402,7 +1368,7 @@ class Connection {
   _linkReady(link, info) {
     if (link !== this._active && link !== this._pending) return;
     if (info && info.heartbeat_ms > 0) link.heartbeatMs = info.heartbeat_ms;
-    if (!this._cursor && info && typeof info.cursor === 'string') this._setCursor(info.cursor);
+    if (info && typeof info.cursor === 'string' && !this._cursor) this._adoptCursor(info.cursor);
     this._forget(link.name);
     if (link === this._pending) {
       // A probe is ready: it replays from the cursor it was opened
@@ -416,6 +1382,7 @@ class Connection {
     this._announce();
     this._arm();
     this._scheduleProbe();
+    this._live(link.gen);
   }
 
   _linkFailed(link, reason) {
@@ -514,7 +1481,7 @@ class Connection {
     this._clearTimer('watchdog');
     const link = this._active;
     if (!link || !link.ready || link.name === 'longpoll') return;
-    const limit = link.heartbeatMs * this._o.stallFactor * (isHidden() ? HIDDEN_RELAX : 1);
+    const limit = link.heartbeatMs * this._o.stallFactor * (this._hub.hidden() ? HIDDEN_RELAX : 1);
     const silent = now() - link.last;
     if (silent < limit) {
       this._timer('watchdog', limit - silent + 20, () => this._arm());
@@ -540,15 +1507,15 @@ class Connection {
     const index = this._order.indexOf(link.name);
     const better = index < 0 ? this._order : this._order.slice(0, index);
     const target = better.find((n) => !this._remembered(n));
-    if (!target || this._pending || isHidden()) {
+    if (!target || this._pending || this._hub.hidden()) {
       this._scheduleProbe();
       return;
     }
     this._pending = this._makeLink(target, 'probe');
   }
 
-  /** Page became visible, came online or was restored: check now, catch up now. */
-  _wake(kind) {
+  /** A tab became visible, came online or was restored: check now, catch up now. */
+  wake(kind) {
     if (this._closed) return;
     if (kind === 'hidden') {
       this._arm();
@@ -621,27 +1588,19 @@ class Connection {
     return this._topics.map(encodeURIComponent).join(',');
   }
 
-  /** `${url}/${path}?topics=…&cursor=…`, with ws:/wss: for the WebSocket. */
-  _streamUrl(path) {
-    let url = `${this._base}/${path}?topics=${this._topicsParam()}`;
+  /** The transport's URL from negotiate `?topics=…&cursor=…`, with ws:/wss: for the WebSocket. */
+  _streamUrl(name) {
+    let url = `${this._urls[name]}?topics=${this._topicsParam()}`;
     if (this._cursor) url += `&cursor=${encodeURIComponent(this._cursor)}`;
-    if (path === 'ws') url = url.replace(/^http(s?):/i, 'ws$1:');
+    if (name === 'websocket') url = url.replace(/^http(s?):/i, 'ws$1:');
     return url;
-  }
-}
-
-function safeLocalStorage() {
-  try {
-    return globalThis.localStorage || null;
-  } catch {
-    return null; // e.g. blocked third-party storage
   }
 }
 
 // ---- transports ---------------------------------------------------------------------
 
 /**
- * One attempt at one transport. It reports to its Connection, which decides what a
+ * One attempt at one transport. It reports to its Engine (`conn`), which decides what a
  * failure means; once closed it says nothing more.
  */
 class Link {
@@ -657,6 +1616,8 @@ class Link {
     this.closed = false;
     this.last = now(); // last message of any kind
     this.heartbeatMs = conn._heartbeatMs;
+    this.gen = conn._wantGen; // the topics it opens with
+    this._ops = []; // WebSocket: changes sent, waiting for `subscribed`
     this._timers = new Set();
     this._readyTimer = this.timer(conn._o.readyTimeoutMs, () => this.fail(this.deadlineReason()));
   }
@@ -725,7 +1686,7 @@ class Link {
 class WsLink extends Link {
   open() {
     this.guard(() => {
-      const ws = new WebSocket(this.conn._streamUrl('ws'));
+      const ws = new WebSocket(this.conn._streamUrl('websocket'));
       this.ws = ws;
       ws.onopen = () => { this.opened = true; };
       ws.onmessage = (m) => this.message(m.data);
@@ -759,7 +1720,29 @@ class WsLink extends Link {
       case 'reconnect':
         this.conn._linkReconnect(this, msg);
         break;
-      default: // heartbeat, pong, subscribed, error: liveness only
+      case 'subscribed': // the answer to the oldest subscribe/unsubscribe sent
+      case 'error': { // …or its refusal; the session goes on
+        const gen = this._ops.shift();
+        if (msg.op === 'error') this.conn._hub.error(msg.code, msg.message);
+        if (gen !== undefined && this === this.conn._active) this.conn._live(gen);
+        break;
+      }
+      default: // heartbeat, pong: liveness only
+    }
+  }
+
+  /** Sends a subscribe or unsubscribe for change `gen`; `subscribed` confirms it. */
+  op(frame, gen) {
+    this._ops.push(gen);
+    this.send(frame);
+  }
+
+  /** Sends a client op (subscribe, unsubscribe, ping); a dead socket fails the link. */
+  send(op) {
+    try {
+      this.ws.send(JSON.stringify(op));
+    } catch {
+      this.fail('closed');
     }
   }
 
@@ -770,12 +1753,8 @@ class WsLink extends Link {
       return;
     }
     const asked = now();
-    try {
-      this.ws.send('{"op":"ping"}');
-    } catch {
-      this.fail('closed');
-      return;
-    }
+    this.send({ op: 'ping' });
+    if (this.closed) return;
     // A socket that a sleeping laptop or a changed network left half-dead stays OPEN
     // without a word: no answer to the ping soon means it is gone.
     this.timer(WAKE_PONG_MS, () => {
@@ -859,7 +1838,7 @@ class PollLink extends Link {
         stalled = true;
         ctrl.abort();
       });
-    const url = this.conn._streamUrl('poll') + (first ? '&timeout=0' : '');
+    const url = this.conn._streamUrl('longpoll') + (first ? '&timeout=0' : '');
     fetch(url, { cache: 'no-store', credentials: 'same-origin', signal: ctrl.signal,
       headers: { Accept: 'application/json' } })
       .then((res) => {
@@ -912,3 +1891,9 @@ class PollLink extends Link {
     if (ctrl) ctrl.abort();
   }
 }
+
+/** The client's transport table: a name the server offers → the link that speaks it. */
+const LINKS = Object.freeze({ websocket: WsLink, sse: SseLink, longpoll: PollLink });
+
+/** Transport names this client speaks, best first (the server's order wins). */
+export const TRANSPORTS = Object.freeze(Object.keys(LINKS));

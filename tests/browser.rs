@@ -11,32 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::browser::{Browser, Nginx, SERIAL, StallProxy};
+use common::browser::{Browser, Nginx, SERIAL, StallProxy, page_ids, wait_mode};
 use common::*;
 use serde_json::{Value, json};
 use switchyard::config::{HumanDuration, Transports};
 use switchyard::transport::Transport;
-
-/// `window.sy.ids()` in the current tab.
-async fn page_ids(b: &Browser) -> Vec<String> {
-    serde_json::from_value(b.eval("window.sy.ids()").await).expect("ids")
-}
-
-/// Waits until the page's client reports `mode` over `transport`; returns ms since the
-/// page started (the client's own clock).
-async fn wait_mode(b: &Browser, mode: &str, transport: &str, limit: Duration) -> u64 {
-    let expr = format!(
-        "window.sy && window.sy.conn && window.sy.conn.mode === '{mode}' && window.sy.conn.transport === '{transport}' && (Date.now() - window.sy.started)"
-    );
-    let (v, _) = b
-        .wait_for(
-            &expr,
-            limit,
-            &format!("the client to be {mode} over {transport}"),
-        )
-        .await;
-    v.as_u64().unwrap_or(0)
-}
 
 /// Publishes `n` events and waits until the page has them, in order.
 async fn publish_and_see(app: &TestApp, b: &Browser, topic: &str, n: u64) -> Vec<String> {

@@ -53,6 +53,8 @@ pub fn free_port() -> u16 {
 /// Headless Chromium behind chromedriver.
 pub struct Browser {
     pub client: Client,
+    /// chromedriver's port (for commands fantoccini has no method for, such as CDP).
+    driver_port: u16,
     _driver: Child,
     _profile: TempDir,
 }
@@ -121,6 +123,7 @@ impl Browser {
             .expect("set WebDriver timeouts");
         Browser {
             client,
+            driver_port: port,
             _driver: driver,
             _profile: profile,
         }
@@ -152,6 +155,42 @@ impl Browser {
             .unwrap_or_else(|e| panic!("evaluating {expr}: {e}"))
     }
 
+    /// Runs `body` as an async script in the current tab: it calls `done(value)` to answer.
+    pub async fn eval_async(&self, body: &str) -> Value {
+        self.client
+            .execute_async(
+                &format!("const done = arguments[arguments.length - 1]; {body}"),
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("evaluating async {body}: {e}"))
+    }
+
+    /// Sends a Chrome DevTools Protocol command to the current tab (chromedriver's
+    /// `goog/cdp/execute`), e.g. `Page.setWebLifecycleState`.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let session = self
+            .client
+            .session_id()
+            .await
+            .expect("session id")
+            .expect("a session");
+        let url = format!(
+            "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
+            self.driver_port
+        );
+        let resp = reqwest::Client::new()
+            .post(url)
+            .json(&json!({"cmd": cmd, "params": params}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"));
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "CDP {cmd} answered {status}: {body}");
+        body
+    }
+
     /// Polls `expr` every 50 ms until it is truthy; returns its value and the time taken.
     pub async fn wait_for(&self, expr: &str, limit: Duration, what: &str) -> (Value, Duration) {
         let start = Instant::now();
@@ -165,7 +204,14 @@ impl Browser {
                 return (v, start.elapsed());
             }
             if start.elapsed() > limit {
-                panic!("timeout after {limit:?}: {what} (last value of `{expr}`: {v})");
+                // The harness page keeps a log of what its client said: show it.
+                let log = self
+                    .eval("document.getElementById('log') ? document.getElementById('log').textContent.slice(0, 3000) : ''")
+                    .await;
+                panic!(
+                    "timeout after {limit:?}: {what} (last value of `{expr}`: {v})\npage log (newest first):\n{}",
+                    log.as_str().unwrap_or("")
+                );
             }
         }
     }
@@ -376,4 +422,25 @@ impl Drop for StallProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `window.sy.ids()` of the client harness page in the current tab.
+pub async fn page_ids(b: &Browser) -> Vec<String> {
+    serde_json::from_value(b.eval("window.sy.ids()").await).expect("ids")
+}
+
+/// Waits until the harness page's client reports `mode` over `transport`; returns ms
+/// since the page started (the client's own clock).
+pub async fn wait_mode(b: &Browser, mode: &str, transport: &str, limit: Duration) -> u64 {
+    let expr = format!(
+        "window.sy && window.sy.conn && window.sy.conn.mode === '{mode}' && window.sy.conn.transport === '{transport}' && (Date.now() - window.sy.started)"
+    );
+    let (v, _) = b
+        .wait_for(
+            &expr,
+            limit,
+            &format!("the client to be {mode} over {transport}"),
+        )
+        .await;
+    v.as_u64().unwrap_or(0)
 }
