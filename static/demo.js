@@ -481,7 +481,16 @@ const REASONS = {
   probe_failed: 'WebSocket was tried again and still does not work.',
 };
 
+/** How this tab gets its updates (the client shares one connection among the tabs). */
+const ROLES = {
+  leader: ' — this tab holds the connection for every tab of this site',
+  follower: ' — fed by another tab of this site (one connection for all tabs)',
+  alone: ' — this tab has a connection of its own',
+  '': '',
+};
+
 function showMode(mode, transport, reason) {
+  demo.lastMode = { mode, transport, reason };
   const conn = $('conn');
   conn.dataset.mode = mode;
   $('conn-mode').textContent = mode;
@@ -490,12 +499,12 @@ function showMode(mode, transport, reason) {
   $('conn-sep').hidden = !via;
   $('conn-reason').textContent = mode === 'degraded' && reason ? `(${reason})` : '';
   const how = TRANSPORT_NAMES[transport] || transport;
-  conn.title = {
+  conn.title = ({
     live: `Live updates over ${how}`,
     degraded: `Live updates over ${how}${reason ? ` — ${reason}` : ''}`,
     reconnecting: 'Connection lost — reconnecting…',
     off: 'Live updates are switched off',
-  }[mode] || 'Connecting…';
+  }[mode] || 'Connecting…') + ROLES[demo.conn ? demo.conn.role : ''];
 
   const notice = $('notice-degraded');
   notice.hidden = mode !== 'degraded';
@@ -554,6 +563,11 @@ async function start() {
   conn.on('event', onEvent);
   conn.on('mode', ({ mode, transport, reason }) => showMode(mode, transport, reason));
   conn.on('reset', () => { refetch(); });
+  conn.on('role', (role) => {
+    $('conn').dataset.role = role;
+    const last = demo.lastMode || { mode: conn.mode, transport: conn.transport, reason: null };
+    showMode(last.mode, last.transport, last.reason);
+  });
   if (conn.mode) showMode(conn.mode, conn.transport);
 }
 

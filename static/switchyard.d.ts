@@ -3,8 +3,18 @@
 /** The three transports, as the server names them. */
 export type TransportName = 'websocket' | 'sse' | 'longpoll';
 
-/** Transport names, in the default order (the server's negotiate order wins). */
+/** Transport names this client speaks (the server's negotiate order wins). */
 export const TRANSPORTS: readonly TransportName[];
+
+/**
+ * How a tab gets its events (SPEC §11):
+ * - `leader`: this tab holds the one server connection for every tab of its origin and API `url`;
+ * - `follower`: another tab holds it and feeds this one;
+ * - `alone`: this tab has a connection of its own (`share: false`, or no Web Locks or
+ *   BroadcastChannel in this browser).
+ * A tab is `follower` until it knows better (a few ms after `connect()`).
+ */
+export type Role = 'leader' | 'follower' | 'alone';
 
 /** Prefix of the localStorage keys that remember a failed transport. */
 export const FAILURE_KEY_PREFIX: 'switchyard:failed:';
@@ -53,9 +63,17 @@ export interface ModeChange {
    * `disabled` (the operator switched WebSocket off), `forced` (the app's `transports`
    * option excludes WebSocket), `preference` (the operator lists another transport
    * first). When `reconnecting`: `connecting` at start, a {@link FallbackReason}, or the
-   * server's reconnect reason (e.g. `shutdown`). When `off`: `disabled`.
+   * server's reconnect reason (e.g. `shutdown`), or `leader_changed` (a tab that led
+   * handed the connection to another). When `off`: `disabled`.
    */
   reason: FallbackReason | 'remembered' | 'forced' | 'preference' | 'connecting' | (string & {}) | null;
+}
+
+/** Payload of the `error` event: a refusal, in the server's words. */
+export interface ClientError {
+  /** `invalid_topic`, `invalid_cursor`, or a code of the server's `error` frame. */
+  code: string;
+  message: string;
 }
 
 /** Payload of the `reset` event: events may be missing, refetch the app's state. */
@@ -98,12 +116,28 @@ export interface ConnectOptions {
   storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
   /** Set false to not POST fallback reports. Default true. */
   reports?: boolean;
+  /**
+   * Share one server connection among the tabs of this origin and API `url` (SPEC §11).
+   * Tabs share only when their `url`, `transports`, tuning options and `reports` are the
+   * same. Default true; false gives this tab a connection of its own.
+   */
+  share?: boolean;
+  /** Told, in words, what the sharing between tabs does (leading, following, taking over). */
+  debug?: (line: string) => void;
+}
+
+export interface SubscribeOptions {
+  /** Start the new topics after this cursor instead of at the head. */
+  cursor?: string;
 }
 
 export interface ConnectionEvents {
   event: Envelope;
   mode: ModeChange;
   reset: ResetInfo;
+  /** A refused `subscribe`/`unsubscribe` (also its rejection), or a refusal by the server. */
+  error: ClientError;
+  role: Role;
 }
 
 export interface Connection {
@@ -113,8 +147,24 @@ export interface Connection {
   readonly transport: TransportName | null;
   /** The current mode (`reconnecting` until the first transport is ready; `off` after close()). */
   readonly mode: Mode;
-  /** The cursor the next reconnect resumes after (last event id or reset cursor), or null. */
+  /**
+   * The cursor this tab resumes after (the earliest position of its topics: the last
+   * event's id, a reset's cursor, or where the connection has got to), or null.
+   */
   readonly cursor: string | null;
+  /** `leader`, `follower` or `alone`; see {@link Role}. */
+  readonly role: Role | null;
+  /** The topics this tab follows. */
+  readonly topics: string[];
+  /**
+   * Follows more topics on the live connection: each new topic starts at the head (or
+   * after `options.cursor`); topics already followed keep their position. Resolves once
+   * the server follows them; rejects with a {@link ClientError} (emitted as `error` too)
+   * for a bad topic or cursor, or more than 100 topics, and changes nothing.
+   */
+  subscribe(topics: string[] | string, options?: SubscribeOptions): Promise<void>;
+  /** Stops following topics; the others' events are neither lost nor repeated. */
+  unsubscribe(topics: string[] | string): Promise<void>;
   /** Stops everything: sockets, polls, timers and page listeners. Final. */
   close(): void;
 }

@@ -451,15 +451,7 @@ async fn the_demo_cms_updates_every_open_tab_within_two_seconds() {
                 >= 2,
             "{count}"
         );
-        for tab in [ada, grace] {
-            b.switch(&tab).await;
-            b.client.close_window().await.expect("close tab");
-        }
-        let handles = b.client.windows().await.expect("windows");
-        b.client
-            .switch_to_window(handles[0].clone())
-            .await
-            .expect("switch");
+        b.close_tabs(vec![ada, grace]).await;
     }
     b.quit().await;
     app.stop().await;

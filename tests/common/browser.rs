@@ -140,6 +140,16 @@ impl Browser {
         handle
     }
 
+    /// Closes `tabs` and goes back to the first window (a session ends with its last one).
+    pub async fn close_tabs(&self, tabs: Vec<fantoccini::wd::WindowHandle>) {
+        for tab in tabs {
+            self.switch(&tab).await;
+            self.client.close_window().await.expect("close tab");
+        }
+        let handles = self.client.windows().await.expect("windows");
+        self.switch(&handles[0]).await;
+    }
+
     pub async fn switch(&self, handle: &fantoccini::wd::WindowHandle) {
         self.client
             .switch_to_window(handle.clone())
