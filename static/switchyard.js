@@ -490,7 +490,14 @@ class Connection {
         this._waiters = this._waiters.filter((x) => x.rev > msg.rev);
         break;
       case 'error':
-        if (!msg.to || msg.to === this.id) this._emit('error', { code: msg.code, message: msg.message });
+        if (msg.to && msg.to !== this.id) return;
+        this._emit('error', { code: msg.code, message: msg.message });
+        if (msg.alone && this._share && !this._hub) {
+          this._share.close();
+          this._share = null;
+          this._setRole('alone');
+          this._lead(null).start();
+        }
         break;
       default:
     }
@@ -607,10 +614,10 @@ class Share {
   }
 
   close() {
-    this.closed = true;
     clearInterval(this.check);
     if (this.leading) this._resign();
-    else this.channel.postMessage({ t: 'leave', from: this.conn.id });
+    else this.leave();
+    this.closed = true;
     if (this.queued) this._abort(this.queued);
     this.channel.close();
   }
@@ -864,8 +871,9 @@ class Hub {
         for (const [id, m] of this.members) if (id !== msg.from) for (const t of m.topics.keys()) others.add(t);
         for (const t of topics.keys()) others.add(t);
         if (others.size > MAX_TOPICS) {
-          this.post({ t: 'error', to: msg.from, code: 'invalid_topic',
-            message: `the tabs sharing this connection follow more than ${MAX_TOPICS} topics in all` });
+          // The tab cannot be served by this connection: it opens one of its own.
+          this.post({ t: 'error', to: msg.from, code: 'invalid_topic', alone: true,
+            message: `the tabs sharing this connection would follow more than ${MAX_TOPICS} topics in all; this tab uses a connection of its own` });
           return;
         }
         this.members.set(msg.from, { topics, visible: msg.visible !== false });

@@ -670,3 +670,40 @@ async fn ten_demo_tabs_with_websocket_off_stay_live() {
     b.quit().await;
     app.stop().await;
 }
+
+/// A tab whose topics would take the shared connection past the server's 100 topics is
+/// told so and gets a connection of its own; the leader's tab is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_past_the_topic_limit_gets_a_connection_of_its_own() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let b = Browser::start().await;
+    let names = |p: &str| {
+        (0..60)
+            .map(|i| format!("{p}{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let tabs = [
+        b.open_tab(&app.url(&format!("/client-test.html?forget=1&topics={}", names("a"))))
+            .await,
+        b.open_tab(&app.url(&format!("/client-test.html?forget=1&topics={}", names("b"))))
+            .await,
+    ];
+    for tab in &tabs {
+        b.switch(tab).await;
+        wait_mode(&b, "live", "websocket", Duration::from_secs(10)).await;
+    }
+    assert_eq!(roles(&b, &tabs).await, ["leader", "alone"]);
+    assert_eq!(b.eval("window.sy.errors[0].code").await, "invalid_topic");
+    assert_eq!(app.status().await["connections"]["open"], 2);
+    let ids = app
+        .publish(json!([{"topic": "a1", "type": "t"}, {"topic": "b1", "type": "t"}]))
+        .await;
+    wait_has(&b, &tabs[0], &ids[0], "the leader's topic").await;
+    assert_eq!(tab_ids(&b, &tabs[0], None).await, [ids[0].clone()]);
+    wait_has(&b, &tabs[1], &ids[1], "the lone tab's topic").await;
+    assert_eq!(tab_ids(&b, &tabs[1], None).await, [ids[1].clone()]);
+    b.quit().await;
+    app.stop().await;
+}
