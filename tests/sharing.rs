@@ -133,11 +133,6 @@ impl Publisher {
         self.published.lock().expect("published").len()
     }
 
-    #[allow(dead_code)]
-    fn snapshot(&self) -> Vec<(String, String)> {
-        self.published.lock().expect("published").clone()
-    }
-
     /// Stops and returns everything published.
     async fn finish(self) -> Vec<(String, String)> {
         self.stop.cancel();
