@@ -486,7 +486,6 @@ const ROLES = {
   leader: ' — this tab holds the connection for every tab of this site',
   follower: ' — fed by another tab of this site (one connection for all tabs)',
   alone: ' — this tab has a connection of its own',
-  '': '',
 };
 
 function showMode(mode, transport, reason) {
@@ -504,7 +503,7 @@ function showMode(mode, transport, reason) {
     degraded: `Live updates over ${how}${reason ? ` — ${reason}` : ''}`,
     reconnecting: 'Connection lost — reconnecting…',
     off: 'Live updates are switched off',
-  }[mode] || 'Connecting…') + ROLES[demo.conn ? demo.conn.role : ''];
+  }[mode] || 'Connecting…') + (ROLES[demo.conn && demo.conn.role] || '');
 
   const notice = $('notice-degraded');
   notice.hidden = mode !== 'degraded';

@@ -73,6 +73,7 @@ const SEEN_IDS = 512;
 const MAX_TOPIC_LEN = 200;
 const MAX_TOPICS = 100;
 const TOPIC_CHARS = /^[A-Za-z0-9._:/-]+$/;
+const TOO_MANY = `the tabs sharing this connection would follow more than ${MAX_TOPICS} topics in all`;
 
 /** Sharing between tabs (docs/protocol.md, "One connection per browser"). */
 const SHARE = {
@@ -92,33 +93,38 @@ const jitter = (ms) => Math.round(ms * (0.75 + Math.random() * 0.5));
 const randomId = () => Math.random().toString(36).slice(2, 10) + now().toString(36).slice(-4);
 
 /**
- * Splits a cursor `<epoch>-<seq>` for ordering and duplicate detection. Cursors are
- * otherwise opaque: they are handed back to the server verbatim.
+ * Splits a cursor `<epoch>-<seq>` for ordering and duplicate detection, once: positions
+ * are kept parsed, and compared with `before` and `later`. Cursors are otherwise opaque:
+ * `id` is handed back to the server verbatim.
  * @param {string|null|undefined} cursor
- * @returns {{epoch: string, seq: bigint} | null}
+ * @returns {{id: string, epoch: string, seq: bigint} | null}
  */
 function parseCursor(cursor) {
   const m = typeof cursor === 'string' && /^([A-Za-z0-9]{1,32})-(\d{1,20})$/.exec(cursor);
-  return m ? { epoch: m[1], seq: BigInt(m[2]) } : null;
+  return m ? { id: cursor, epoch: m[1], seq: BigInt(m[2]) } : null;
 }
 
 /**
- * Whether position `a` must be resumed from before position `b`: `a` is earlier in the
- * same log, or from another log (whose events cannot be compared, so the server decides).
+ * Whether position `a` must be resumed from before position `b` (both parsed): `a` is
+ * earlier in the same log, or from another log (whose events cannot be compared, so the
+ * server decides).
  */
 function before(a, b) {
-  const pa = parseCursor(a);
-  const pb = parseCursor(b);
-  if (!pa || !pb) return false;
-  return pa.epoch !== pb.epoch || pa.seq < pb.seq;
+  if (!a || !b) return false;
+  return a.epoch !== b.epoch || a.seq < b.seq;
 }
 
 /** `b` if it is later than `a` in the same log, else `a` (null counts as "nothing yet"). */
 function later(a, b) {
   if (!a) return b || null;
-  const pa = parseCursor(a);
-  const pb = parseCursor(b);
-  return pa && pb && pa.epoch === pb.epoch && pb.seq > pa.seq ? b : a;
+  return b && a.epoch === b.epoch && b.seq > a.seq ? b : a;
+}
+
+/** A map of topic → parsed position, as `{topic: cursor string | null}` for a message. */
+function positionsOut(map) {
+  const out = {};
+  for (const [t, p] of map) out[t] = p ? p.id : null;
+  return out;
 }
 
 /** Parses JSON, or returns null. */
@@ -199,7 +205,7 @@ class Connection {
     /** `debug`: a function that is told, in words, what the sharing between tabs does. */
     this._debug = typeof options.debug === 'function' ? options.debug : null;
     /** This tab's topics, each with the position it has been served up to (null: the head). */
-    this._positions = new Map(topics.map((t) => [t, cursor]));
+    this._positions = new Map(topics.map((t) => [t, parseCursor(cursor)]));
     this._rev = 0; // bumped by every change of topics
     this._acked = -1; // the last change the hub confirmed: positions advance with it only
     this._waiters = []; // subscribe/unsubscribe promises: {rev, resolve}
@@ -289,7 +295,7 @@ class Connection {
     for (const p of this._positions.values()) {
       if (p && (!first || before(p, first))) first = p;
     }
-    return first;
+    return first ? first.id : null;
   }
 
   /**
@@ -321,7 +327,7 @@ class Connection {
     const add = {};
     for (const t of fresh) {
       add[t] = cursor;
-      this._positions.set(t, cursor);
+      this._positions.set(t, parseCursor(cursor));
     }
     return this._change({ t: 'sub', add });
   }
@@ -412,7 +418,7 @@ class Connection {
   /** The whole state of this tab, for a (new) leader. */
   _joinMessage() {
     return {
-      t: 'join', from: this.id, rev: this._rev, topics: Object.fromEntries(this._positions),
+      t: 'join', from: this.id, rev: this._rev, topics: positionsOut(this._positions),
       visible: !isHidden(),
     };
   }
@@ -455,22 +461,25 @@ class Connection {
     switch (msg.t) {
       case 'ev': {
         const env = msg.env;
-        if (!env || typeof env.id !== 'string') return;
+        const at = env && parseCursor(env.id);
+        if (!at) return;
         const pos = this._positions.get(env.topic);
-        const mine = msg.to.includes(this.id) && this._positions.has(env.topic) && (!pos || before(pos, env.id));
-        if (mine) this._positions.set(env.topic, env.id);
-        if (synced) this._advance(env.id);
+        const mine = msg.to.includes(this.id) && this._positions.has(env.topic) && (!pos || before(pos, at));
+        if (mine) this._positions.set(env.topic, at);
+        if (synced) this._advance(at);
         if (mine) this._emit('event', env);
         break;
       }
       case 'pos':
-        if (synced) this._advance(msg.c);
+        if (synced) this._advance(parseCursor(msg.c));
         break;
-      case 'reset':
+      case 'reset': {
         if (msg.to !== this.id) return;
-        for (const t of this._positions.keys()) this._positions.set(t, msg.cursor);
+        const at = parseCursor(msg.cursor);
+        for (const t of this._positions.keys()) this._positions.set(t, at);
         this._emit('reset', { reason: msg.reason, cursor: msg.cursor });
         break;
+      }
       case 'mode':
         this._setMode(msg.mode, msg.transport, msg.reason);
         break;
@@ -478,7 +487,7 @@ class Connection {
         if (msg.to !== this.id) return;
         if (msg.rev === this._rev) {
           for (const [t, p] of Object.entries(msg.topics || {})) {
-            if (this._positions.has(t)) this._positions.set(t, p);
+            if (this._positions.has(t)) this._positions.set(t, parseCursor(p));
           }
           this._acked = msg.rev;
         }
@@ -503,9 +512,9 @@ class Connection {
     }
   }
 
-  /** The connection got to `c` for every topic of this tab: nothing before it is owed. */
-  _advance(c) {
-    for (const [t, p] of this._positions) this._positions.set(t, later(p, c));
+  /** The connection got to `at` for every topic of this tab: nothing before it is owed. */
+  _advance(at) {
+    for (const [t, p] of this._positions) this._positions.set(t, later(p, at));
   }
 }
 
@@ -670,7 +679,11 @@ class Share {
     // The other tabs answer `leader` with their positions at once; a moment to gather
     // them spares a rewind of the connection for each.
     setTimeout(() => hub.start(), this.peers ? SHARE.gatherMs : 0);
-    this.beating = setInterval(() => this.beat(), SHARE.heartbeatMs);
+    // Heartbeats matter only to followers: a leader with none stays quiet (a tab that
+    // comes along pings, and that is answered).
+    this.beating = setInterval(() => {
+      if (hub.members.size > 1) this.beat();
+    }, SHARE.heartbeatMs);
     this.rolling = setInterval(() => this._roll(), SHARE.rollMs);
     return new Promise((resolve) => { req.release = resolve; });
   }
@@ -722,8 +735,8 @@ class Share {
     this.roll++;
     for (const id of hub.members.keys()) {
       if (id === this.conn.id) continue;
-      const last = this.here.has(id) ? this.here.get(id) : (this.here.set(id, this.roll), this.roll);
-      if (last < this.roll - 1) {
+      if (!this.here.has(id)) this.here.set(id, this.roll);
+      if (this.here.get(id) < this.roll - 1) {
         this.here.delete(id);
         hub.handle({ t: 'leave', from: id });
         this._post({ t: 'gone', to: id });
@@ -836,6 +849,7 @@ class Hub {
     this.post = post;
     /** @type {Map<string, {topics: Map<string, string|null>, visible: boolean}>} */
     this.members = new Map();
+    // Positions here are parsed cursors (see parseCursor), parsed once as they arrive.
     this.head = null; // the furthest the connection has got: where new topics start
     this.from = null;
     this.engine = null;
@@ -847,7 +861,7 @@ class Hub {
   start() {
     if (this.engine || this.closed) return;
     this.from = this._need();
-    this.engine = new Engine(this.conn._engineOptions, this, this._union(), this.from);
+    this.engine = new Engine(this.conn._engineOptions, this, this._union(), this.from && this.from.id);
   }
 
   close() {
@@ -865,18 +879,17 @@ class Hub {
         const topics = new Map();
         for (const [t, p] of Object.entries(msg.topics || {})) {
           const known = member && member.topics.get(t);
-          topics.set(t, later(known || null, p || null) || this.head);
-        }
-        const others = new Set();
-        for (const [id, m] of this.members) if (id !== msg.from) for (const t of m.topics.keys()) others.add(t);
-        for (const t of topics.keys()) others.add(t);
-        if (others.size > MAX_TOPICS) {
-          // The tab cannot be served by this connection: it opens one of its own.
-          this.post({ t: 'error', to: msg.from, code: 'invalid_topic', alone: true,
-            message: `the tabs sharing this connection would follow more than ${MAX_TOPICS} topics in all; this tab uses a connection of its own` });
-          return;
+          topics.set(t, later(known || null, parseCursor(p)) || this.head);
         }
         this.members.set(msg.from, { topics, visible: msg.visible !== false });
+        if (this._tooMany()) {
+          // The tab cannot be served by this connection: it opens one of its own.
+          if (member) this.members.set(msg.from, member);
+          else this.members.delete(msg.from);
+          this.post({ t: 'error', to: msg.from, code: 'invalid_topic', alone: true,
+            message: `${TOO_MANY}; this tab uses a connection of its own` });
+          return;
+        }
         this._sync();
         this._ack(msg.from, msg.rev);
         return;
@@ -887,14 +900,12 @@ class Hub {
           this.post({ t: 'gone', to: msg.from });
           return;
         }
-        for (const [t, p] of Object.entries(msg.add || {})) {
-          if (!member.topics.has(t)) member.topics.set(t, p || this.head);
-        }
+        const added = Object.entries(msg.add || {}).filter(([t]) => !member.topics.has(t));
+        for (const [t, p] of added) member.topics.set(t, parseCursor(p) || this.head);
         for (const t of msg.remove || []) member.topics.delete(t);
-        if (this._union().length > MAX_TOPICS) {
-          for (const t of Object.keys(msg.add || {})) member.topics.delete(t);
-          this.post({ t: 'error', to: msg.from, code: 'invalid_topic',
-            message: `the tabs sharing this connection would follow more than ${MAX_TOPICS} topics in all` });
+        if (this._tooMany()) {
+          for (const [t] of added) member.topics.delete(t);
+          this.post({ t: 'error', to: msg.from, code: 'invalid_topic', message: TOO_MANY });
         }
         this._sync();
         this._ack(msg.from, msg.rev);
@@ -919,7 +930,7 @@ class Hub {
   _ack(id, rev) {
     const m = this.members.get(id);
     if (!m) return;
-    this.post({ t: 'ack', to: id, rev, topics: Object.fromEntries(m.topics), mode: this.mode });
+    this.post({ t: 'ack', to: id, rev, topics: positionsOut(m.topics), mode: this.mode });
     const gen = this.engine ? this.engine._wantGen : 0;
     if (this.engine && this.engine._liveGen >= gen) this.post({ t: 'live', to: id, rev });
     else this.waiting.push({ to: id, rev, gen });
@@ -930,6 +941,11 @@ class Hub {
     const due = this.waiting.filter((w) => w.gen <= gen);
     this.waiting = this.waiting.filter((w) => w.gen > gen);
     for (const w of due) this.post({ t: 'live', to: w.to, rev: w.rev });
+  }
+
+  /** Whether the tabs follow more topics in all than one server connection may. */
+  _tooMany() {
+    return this._union().length > MAX_TOPICS;
   }
 
   /** Every topic some tab follows, sorted. */
@@ -952,7 +968,7 @@ class Hub {
   _sync() {
     if (!this.engine || this.closed) return;
     const need = this._need();
-    if (this.engine.want(this._union(), need)) this.from = need;
+    if (this.engine.want(this._union(), need && need.id)) this.from = need;
   }
 
   /** Whether the engine's run of the log covers every position of `m`. */
@@ -971,6 +987,7 @@ class Hub {
   // ---- what the engine says -------------------------------------------------------
 
   event(env) {
+    const at = parseCursor(env.id);
     const to = [];
     const held = [];
     for (const [id, m] of this.members) {
@@ -980,22 +997,23 @@ class Hub {
       }
       if (m.topics.has(env.topic)) {
         const p = m.topics.get(env.topic);
-        if (!p || before(p, env.id)) to.push(id);
+        if (!p || before(p, at)) to.push(id);
       }
-      for (const [t, p] of m.topics) m.topics.set(t, later(p, env.id));
+      for (const [t, p] of m.topics) m.topics.set(t, later(p, at));
     }
-    this.head = later(this.head, env.id);
+    this.head = later(this.head, at);
     this.post(held.length ? { t: 'ev', env, to, held } : { t: 'ev', env, to });
   }
 
   /** The engine got to `c` without an event (ready, a poll's answer, negotiate's head). */
   advance(c) {
+    const at = parseCursor(c);
     const held = [];
     for (const [id, m] of this.members) {
       if (!this._covered(m)) held.push(id);
-      else for (const [t, p] of m.topics) m.topics.set(t, later(p, c));
+      else for (const [t, p] of m.topics) m.topics.set(t, later(p, at));
     }
-    this.head = later(this.head, c);
+    this.head = later(this.head, at);
     this.post(held.length ? { t: 'pos', c, held } : { t: 'pos', c });
   }
 
@@ -1011,19 +1029,18 @@ class Hub {
     if (!cursor) return;
     for (const [id, m] of this.members) {
       let hit = false;
-      for (const p of m.topics.values()) {
-        const pos = parseCursor(p);
+      for (const pos of m.topics.values()) {
         if (!pos) continue;
         if (pos.epoch !== cursor.epoch) hit = true;
         else if (start && start.epoch === pos.epoch && pos.seq <= start.seq) hit = true;
         else if (r.reason === 'cursor_ahead' && pos.seq > cursor.seq) hit = true;
       }
       if (!hit) continue;
-      for (const t of m.topics.keys()) m.topics.set(t, r.cursor);
+      for (const t of m.topics.keys()) m.topics.set(t, cursor);
       this.post({ t: 'reset', to: id, reason: r.reason, cursor: r.cursor });
     }
-    this.head = r.cursor;
-    this.from = r.cursor;
+    this.head = cursor;
+    this.from = cursor;
     // After the link has handed out what it holds: rewind for the tabs left behind.
     queueMicrotask(() => this._sync());
   }
@@ -1098,7 +1115,7 @@ class Engine {
    */
   want(topics, need) {
     if (this._closed) return false;
-    const rewind = !!need && (!this._cursor || before(need, this._cursor));
+    const rewind = !!need && (!this._cursor || before(parseCursor(need), this._pos));
     const added = topics.filter((t) => !this._topics.includes(t));
     const removed = this._topics.filter((t) => !topics.includes(t));
     this._topics = topics;
