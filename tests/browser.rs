@@ -302,6 +302,7 @@ async fn from_a_fallback_the_client_moves_back_up_without_losing_an_event() {
         "every event once, in order, across the switch"
     );
     b.quit().await;
+    stop_shared(app).await;
 }
 
 /// The server restarts while a page is open: the client is told to reconnect, comes

@@ -391,14 +391,6 @@ async fn leader_lost(loss: Loss, transports: &str) {
     stop_shared(app).await;
 }
 
-/// Stops an app shared with publisher tasks that have finished.
-async fn stop_shared(app: Arc<TestApp>) {
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.stop().await,
-        Err(_) => panic!("the app is still shared"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_leader_tab_is_replaced_without_loss() {
     leader_lost(Loss::Close, "websocket").await;

@@ -18,6 +18,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Stops an app that was shared with tasks which have all finished (dropping a server
+/// inside async code would end its runtime from within a runtime).
+pub async fn stop_shared(app: std::sync::Arc<TestApp>) {
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.stop().await,
+        Err(_) => panic!("the app is still shared with a running task"),
+    }
+}
+
 /// Default patience for anything that should happen "at once".
 pub const WAIT: Duration = Duration::from_secs(10);
 
