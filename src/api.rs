@@ -101,7 +101,7 @@ pub(crate) async fn publish(
             .map_err(|e| ApiError::bad_request("invalid_event", format!("{at}{}", e.0)))?;
         events.push(event);
     }
-    let stored = state.hub.publish(events);
+    let stored = state.publish(events).await?;
     let ids: Vec<&str> = stored.iter().map(|e| &*e.id).collect();
     Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
 }
@@ -217,7 +217,7 @@ pub(crate) async fn negotiate(
         "transports": transports,
         "disabled": disabled,
         "mode": mode(&state),
-        "cursor": state.hub.stats().head,
+        "cursor": state.log.stats().head,
         "heartbeat_ms": state.config.heartbeat.get().as_millis() as u64,
         "poll_timeout_ms": state.config.poll_timeout.get().as_millis() as u64,
     });
@@ -282,7 +282,7 @@ pub(crate) async fn report(
     if !transport_or_none(&report.from) || !transport_or_none(&report.to) {
         return Err(ApiError::bad_request(
             "invalid_report",
-            "from and to must each be websocket, sse, longpoll or none",
+            format!("from and to must each be {} or none", Transport::names()),
         ));
     }
     if !REPORT_REASONS.contains(&report.reason.as_str()) {
@@ -328,12 +328,17 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
         );
     }
     let mut fallbacks = serde_json::Map::new();
-    for t_from in ["websocket", "sse", "longpoll", "none"] {
-        for t_to in ["websocket", "sse", "longpoll", "none"] {
+    let ends: Vec<&str> = Transport::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain(["none"])
+        .collect();
+    for t_from in &ends {
+        for t_to in &ends {
             for reason in REPORT_REASONS {
                 let label = FallbackLabel {
-                    from: t_from.into(),
-                    to: t_to.into(),
+                    from: (*t_from).into(),
+                    to: (*t_to).into(),
                     reason: (*reason).into(),
                 };
                 // Read without creating entries for label sets never seen.
@@ -353,11 +358,11 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
                 .get()
         })
         .sum();
-    let log = state.hub.stats();
+    let log = state.log.stats();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
-        "epoch": state.hub.epoch(),
+        "epoch": state.log.epoch(),
         "cursor": log.head,
         "mode": mode(&state),
         "draining": state.shutdown.is_cancelled(),
@@ -373,10 +378,10 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
             "retain_age_s": state.config.retain_age.get().as_secs(),
         },
         "counters": {
-            "published": m.hub.published.get(),
+            "published": m.log.published.get(),
             "delivered": delivered,
-            "resets": m.hub.resets.get(),
-            "lagged": m.hub.lagged.get(),
+            "resets": m.log.resets.get(),
+            "lagged": m.log.lagged.get(),
             "upgrade_stripped": m.upgrade_stripped.get(),
             "fallbacks": fallbacks,
             "reports_dropped": m.reports_dropped.get(),

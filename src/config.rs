@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
-use crate::transport::Transport;
+use crate::protocol::Transport;
 
 /// Longest heartbeat interval accepted.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
@@ -221,7 +221,10 @@ fn parse_transports(s: &str) -> Result<Transports, String> {
     }
     for name in s.split(',').map(str::trim) {
         let t = Transport::from_name(name).ok_or_else(|| {
-            format!("unknown transport {name:?}; expected a comma-separated list of websocket, sse, longpoll (or none)")
+            format!(
+                "unknown transport {name:?}; expected a comma-separated list of {} (or none)",
+                Transport::names()
+            )
         })?;
         if out.contains(&t) {
             return Err(format!("transport {name:?} is listed twice"));

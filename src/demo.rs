@@ -1,16 +1,19 @@
 //! The demo app's API (`SWITCHYARD_DEMO=on`): a small CMS with a **Projects** area and a
 //! **Notifications** area, the use-case switchyard grew from.
 //!
-//! State lives in memory. Every change goes through this HTTP API, is applied under the
-//! demo's lock and published to the hub under the same lock, so a snapshot
-//! (`GET /demo/api/state`) and its `cursor` are consistent: a page that loads the
-//! snapshot and subscribes from that cursor sees every later change exactly once.
+//! State lives in memory. Every change goes through this HTTP API: under the demo's
+//! (async) lock it is checked, published through the server's one publish path
+//! ([`AppState::publish`]), and applied only once the log has stored its events. A
+//! snapshot (`GET /demo/api/state`) takes the same lock, so no change is between its
+//! publish and its application while the snapshot reads the data and the log's head:
+//! a page that loads the snapshot and subscribes from its `cursor` sees every later
+//! change exactly once, and a change whose publish fails is not applied at all.
 //!
 //! Topics: `projects` (every project, item and comment change) and
 //! `notifications/<user>` (one user's bell).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
@@ -21,6 +24,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -95,9 +99,8 @@ struct Notification {
 impl Demo {
     /// A demo with two sample projects.
     pub fn seeded() -> Demo {
-        let demo = Demo::default();
+        let mut d = Data::default();
         {
-            let mut d = demo.lock();
             for (name, items) in [
                 (
                     "Website relaunch",
@@ -127,11 +130,13 @@ impl Demo {
                 });
             }
         }
-        demo
+        Demo {
+            state: Mutex::new(d),
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    async fn lock(&self) -> MutexGuard<'_, Data> {
+        self.state.lock().await
     }
 }
 
@@ -215,45 +220,56 @@ fn body<T: for<'de> Deserialize<'de>>(body: Result<Bytes, BytesRejection>) -> Re
         .map_err(|e| ApiError::bad_request("invalid_body", format!("body: {e}")))
 }
 
-/// Publishes `events` while the caller still holds the demo lock (see module doc).
-fn publish(app: &AppState, events: Vec<(String, &str, Value)>) -> Result<(), ApiError> {
+/// Publishes `events` through the server's publish path while the caller holds the demo
+/// lock, before it applies the change (see module doc).
+async fn publish(app: &AppState, events: Vec<(String, &str, Value)>) -> Result<(), ApiError> {
     let events = events
         .into_iter()
         .map(|(topic, kind, data)| NewEvent::new(&topic, kind, data))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Internal(format!("demo event: {}", e.0)))?;
-    app.hub.publish(events);
-    Ok(())
+    app.publish(events).await.map(drop)
 }
 
-/// Notifies every editor except `actor`.
-fn notify(
-    d: &mut Data,
-    actor: &str,
-    text: String,
-    project_id: u64,
-    item_id: u64,
-) -> Vec<(String, &'static str, Value)> {
-    let mut out = Vec::new();
-    for u in USERS.iter().filter(|u| **u != actor) {
-        let n = Notification {
-            id: d.id(),
-            text: text.clone(),
-            project_id,
-            item_id,
-            read: false,
-            ts: now(),
-        };
-        let list = d.notifications.entry((*u).to_owned()).or_default();
-        list.push_front(n.clone());
-        list.truncate(MAX_NOTIFICATIONS);
-        out.push((
-            format!("notifications/{u}"),
-            "notification.created",
-            json!(n),
-        ));
+/// The notifications of a change for every editor except `actor`, not yet applied.
+struct Notify(Vec<(&'static str, Notification)>);
+
+impl Notify {
+    fn new(d: &mut Data, actor: &str, text: String, project_id: u64, item_id: u64) -> Notify {
+        let mut out = Vec::new();
+        for u in USERS.iter().filter(|u| **u != actor) {
+            out.push((
+                *u,
+                Notification {
+                    id: d.id(),
+                    text: text.clone(),
+                    project_id,
+                    item_id,
+                    read: false,
+                    ts: now(),
+                },
+            ));
+        }
+        Notify(out)
     }
-    out
+
+    fn events(&self) -> impl Iterator<Item = (String, &'static str, Value)> + '_ {
+        self.0.iter().map(|(u, n)| {
+            (
+                format!("notifications/{u}"),
+                "notification.created",
+                json!(n),
+            )
+        })
+    }
+
+    fn apply(self, d: &mut Data) {
+        for (u, n) in self.0 {
+            let list = d.notifications.entry(u.to_owned()).or_default();
+            list.push_front(n);
+            list.truncate(MAX_NOTIFICATIONS);
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -267,9 +283,9 @@ async fn state(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let user = user(&q.user)?;
-    let d = app.demo.lock();
-    // Read under the demo lock: no demo change can publish between the two.
-    let cursor = app.hub.stats().head;
+    let d = app.demo.lock().await;
+    // Read under the demo lock: no demo change is published but not applied.
+    let cursor = app.log.stats().head;
     let notifications: Vec<&Notification> = d
         .notifications
         .get(&user)
@@ -301,7 +317,7 @@ async fn create_project(
     let req: NewProject = body(b)?;
     let actor = user(&req.user)?;
     let name = text("name", &req.name, MAX_TITLE)?;
-    let mut d = app.demo.lock();
+    let mut d = app.demo.lock().await;
     if d.projects.len() >= MAX_PROJECTS {
         return Err(ApiError::bad_request(
             "limit",
@@ -313,12 +329,13 @@ async fn create_project(
         name,
         items: Vec::new(),
     };
-    d.projects.push(project.clone());
     let data = json!({"project": project, "by": actor});
     publish(
         &app,
         vec![("projects".into(), "project.created", data.clone())],
-    )?;
+    )
+    .await?;
+    d.projects.push(project);
     Ok((StatusCode::CREATED, Json(data)))
 }
 
@@ -337,7 +354,7 @@ async fn create_item(
     let req: NewItem = body(b)?;
     let actor = user(&req.user)?;
     let title = text("title", &req.title, MAX_TITLE)?;
-    let mut guard = app.demo.lock();
+    let mut guard = app.demo.lock().await;
     let d = &mut *guard;
     let id = d.id();
     let project = d.project(pid)?;
@@ -355,12 +372,14 @@ async fn create_item(
         updated_by: actor.clone(),
         comments: Vec::new(),
     };
-    project.items.push(item.clone());
     let note = format!("{actor} added “{}” to {}", item.title, project.name);
     let data = json!({"item": item, "by": actor});
+    let notify = Notify::new(d, &actor, note, pid, id);
     let mut events = vec![("projects".into(), "item.created", data.clone())];
-    events.extend(notify(d, &actor, note, pid, id));
-    publish(&app, events)?;
+    events.extend(notify.events());
+    publish(&app, events).await?;
+    d.project(pid)?.items.push(item);
+    notify.apply(d);
     Ok((StatusCode::CREATED, Json(data)))
 }
 
@@ -384,11 +403,11 @@ async fn update_item(
         .as_deref()
         .map(|t| text("title", t, MAX_TITLE))
         .transpose()?;
-    let mut guard = app.demo.lock();
+    let mut guard = app.demo.lock().await;
     let d = &mut *guard;
     let project = d.project(pid)?;
     let project_name = project.name.clone();
-    let item = project.item(iid)?;
+    let mut item = project.item(iid)?.clone();
     if let Some(t) = title {
         item.title = t;
     }
@@ -396,7 +415,6 @@ async fn update_item(
         item.done = done;
     }
     item.updated_by = actor.clone();
-    let item = item.clone();
     let verb = if req.done == Some(true) {
         "completed"
     } else {
@@ -404,9 +422,12 @@ async fn update_item(
     };
     let note = format!("{actor} {verb} “{}” in {project_name}", item.title);
     let data = json!({"item": item, "by": actor});
+    let notify = Notify::new(d, &actor, note, pid, iid);
     let mut events = vec![("projects".into(), "item.updated", data.clone())];
-    events.extend(notify(d, &actor, note, pid, iid));
-    publish(&app, events)?;
+    events.extend(notify.events());
+    publish(&app, events).await?;
+    *d.project(pid)?.item(iid)? = item;
+    notify.apply(d);
     Ok(Json(data))
 }
 
@@ -425,7 +446,7 @@ async fn create_comment(
     let req: NewComment = body(b)?;
     let actor = user(&req.user)?;
     let body_text = text("text", &req.text, MAX_TEXT)?;
-    let mut guard = app.demo.lock();
+    let mut guard = app.demo.lock().await;
     let d = &mut *guard;
     let id = d.id();
     let project = d.project(pid)?;
@@ -443,12 +464,14 @@ async fn create_comment(
         text: body_text,
         ts: now(),
     };
-    item.comments.push(comment.clone());
     let note = format!("{actor} commented on “{}”", item.title);
     let data = json!({"comment": comment, "project_id": pid, "by": actor});
+    let notify = Notify::new(d, &actor, note, pid, iid);
     let mut events = vec![("projects".into(), "comment.created", data.clone())];
-    events.extend(notify(d, &actor, note, pid, iid));
-    publish(&app, events)?;
+    events.extend(notify.events());
+    publish(&app, events).await?;
+    d.project(pid)?.item(iid)?.comments.push(comment);
+    notify.apply(d);
     Ok((StatusCode::CREATED, Json(data)))
 }
 
@@ -457,10 +480,7 @@ async fn mark_read(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let u = user(&name)?;
-    let mut d = app.demo.lock();
-    if let Some(list) = d.notifications.get_mut(&u) {
-        list.iter_mut().for_each(|n| n.read = true);
-    }
+    let mut d = app.demo.lock().await;
     let data = json!({"user": u, "unread": 0});
     publish(
         &app,
@@ -469,6 +489,10 @@ async fn mark_read(
             "notification.read",
             data.clone(),
         )],
-    )?;
+    )
+    .await?;
+    if let Some(list) = d.notifications.get_mut(&u) {
+        list.iter_mut().for_each(|n| n.read = true);
+    }
     Ok(Json(data))
 }

@@ -1,18 +1,15 @@
 //! The event model and its encodings: topics, cursors, the envelope and the wire frames.
 //!
-//! Pure data: no I/O, no tokio. An [`Event`] is encoded exactly once, when it is
-//! published, into the three byte strings the transports send (JSON envelope, SSE frame,
-//! WebSocket text frame); every subscriber then shares those bytes.
+//! Pure data: no I/O, no tokio, no protocol library. An [`Event`] is encoded exactly
+//! once, when it is published, into the three byte strings the transports send (JSON
+//! envelope, SSE frame, WebSocket frame); every subscriber then shares those bytes.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Longest topic name, in bytes (SPEC §1).
 pub const MAX_TOPIC_LEN: usize = 200;
@@ -220,11 +217,9 @@ pub struct Event {
     pub json: Bytes,
     /// The SSE frame: `id: <cursor>\ndata: <envelope>\n\n`.
     pub sse: Bytes,
-    /// The WebSocket text message: `{"op":"event",<envelope fields>}`, the payload of
-    /// `ws_frame` (the same bytes).
-    pub ws: Utf8Bytes,
-    /// The whole WebSocket frame of `ws` as a server sends it (RFC 6455 §5.2: final,
-    /// text, unmasked, its length), for writing straight onto a socket.
+    /// The whole WebSocket frame as a server sends it (RFC 6455 §5.2: final, text,
+    /// unmasked, its length) of the message `{"op":"event",<envelope fields>}`, for
+    /// writing straight onto a socket.
     pub ws_frame: Bytes,
 }
 
@@ -262,31 +257,45 @@ impl Event {
         let json = serde_json::to_string(&envelope).unwrap_or_else(|_| String::from("{}"));
         let sse = format!("id: {id}\ndata: {json}\n\n");
         let ws = format!("{{\"op\":\"event\",{}", &json[1..]);
-        let ws_frame = ws_text_frame(ws.as_bytes());
-        let header = ws_frame.len() - ws.len();
-        // The payload is the `String` just copied, so it is UTF-8.
-        let ws =
-            Utf8Bytes::try_from(ws_frame.slice(header..)).unwrap_or_else(|_| Utf8Bytes::from(ws));
         Event {
             seq,
             topic,
             id: id.into_boxed_str(),
             json: Bytes::from(json),
             sse: Bytes::from(sse),
-            ws,
-            ws_frame,
+            ws_frame: ws_text_frame(ws.as_bytes()),
         }
     }
 }
 
-/// A final, unmasked WebSocket text frame (RFC 6455 §5.2) of `payload`, as
-/// tungstenite formats it.
+/// A final, unmasked WebSocket text frame (RFC 6455 §5.2) of `payload`: `FIN` + text
+/// opcode, then the length in the shortest of its three encodings, then the payload.
 pub fn ws_text_frame(payload: &[u8]) -> Bytes {
-    let frame = Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true);
-    let mut out = Vec::with_capacity(frame.len());
-    // Writing to a `Vec` cannot fail.
-    let _ = frame.format(&mut out);
-    Bytes::from(out)
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    out.put_u8(0x81);
+    match payload.len() {
+        len @ 0..=125 => out.put_u8(len as u8),
+        len @ 126..=0xffff => {
+            out.put_u8(126);
+            out.put_u16(len as u16);
+        }
+        len => {
+            out.put_u8(127);
+            out.put_u64(len as u64);
+        }
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// The payload of a frame made by [`ws_text_frame`].
+pub fn ws_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(header..).unwrap_or_default()
 }
 
 /// An event as a publisher hands it in, already validated.
@@ -376,10 +385,9 @@ mod tests {
             r#"{"id":"ep-7","topic":"t","type":"x.y","data":{"text":"two\nlines"},"ts":"1970-01-01T00:00:00.000Z"}"#
         );
         assert_eq!(ev.sse, format!("id: ep-7\ndata: {json}\n\n"));
-        assert_eq!(ev.ws.as_str(), format!("{{\"op\":\"event\",{}", &json[1..]));
         assert_eq!(
-            ev.ws_frame[ev.ws_frame.len() - ev.ws.len()..],
-            *ev.ws.as_bytes()
+            ws_payload(&ev.ws_frame),
+            format!("{{\"op\":\"event\",{}", &json[1..]).as_bytes()
         );
     }
 
@@ -398,6 +406,7 @@ mod tests {
             let frame = ws_text_frame(&payload);
             assert_eq!(frame[..header.len()], header, "length {len}");
             assert_eq!(frame[header.len()..], payload, "length {len}");
+            assert_eq!(ws_payload(&frame), payload, "length {len}");
         }
     }
 }

@@ -5,16 +5,20 @@
 //!
 //! ```text
 //! event.rs        topics, cursors, the envelope; each event encoded once (JSON, SSE, WS)
-//! hub.rs          the one log: publish, subscribe (replay then live), retention, resets
-//! transport/      negotiation and the three thin adapters from a Subscription to a wire
-//!   mod.rs        /v1/stream content negotiation, switches, origin check, connection cap
+//! protocol.rs     the wire vocabulary: the transport table, control messages
+//! log/            the Log trait; memory.rs; subscription.rs (replay then live, resets)
+//! fanout/         writes live events straight onto parked sockets (sink.rs: the hand-off)
+//! transport/      admit.rs (the one admission path) and one file per transport:
 //!   ws.rs sse.rs longpoll.rs
 //! api.rs          publish, negotiate, reports, status, metrics, health
-//! serve.rs        one connection: hyper, the API thread, or an SSE stream on the socket
+//! serve.rs        one connection: hyper, the API thread, or a stream on the socket
 //! metrics.rs      counters and gauges behind /v1/status and /metrics
 //! config.rs       SWITCHYARD_* environment variables, --help
 //! error.rs        ApiError → {"error":{"code","message"}}
 //! ```
+//!
+//! `docs/architecture.md` has the data path and what a new transport or log backend
+//! touches.
 //!
 //! [`run`] serves a bound listener until a shutdown future resolves, then drains: every
 //! stream gets `reconnect`, polls answer at once, WebSockets close with 1012, and the
@@ -26,8 +30,9 @@ pub mod demo;
 pub mod error;
 pub mod event;
 pub mod fanout;
-pub mod hub;
+pub mod log;
 pub mod metrics;
+pub mod protocol;
 mod serve;
 pub mod transport;
 
@@ -52,9 +57,13 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::{AllowedOrigins, Config};
-use crate::hub::{Hub, HubConfig};
-use crate::metrics::Metrics;
-use crate::transport::Transport;
+use crate::error::ApiError;
+use crate::event::{Event, NewEvent};
+use crate::fanout::Output;
+use crate::log::memory::{MemoryConfig, MemoryLog};
+use crate::log::{AppendError, SharedLog};
+use crate::metrics::{Metrics, TransportLabel};
+use crate::protocol::{STREAM_PATH, TRANSPORTS, Transport};
 
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
 /// and for connections to close, before it returns anyway.
@@ -69,7 +78,7 @@ pub struct AppState {
     /// The configuration the server started with.
     pub config: Config,
     /// The event log.
-    pub hub: Hub,
+    pub log: SharedLog,
     /// Counters and gauges.
     pub metrics: Metrics,
     /// Cancelled when the server starts draining; hyper connections watch it. Streams
@@ -86,26 +95,42 @@ pub struct AppState {
     pub open_streams: AtomicU32,
     /// Writes live events straight to the sockets of caught-up SSE and WebSocket streams.
     pub fanout: Arc<fanout::Fanout>,
+    /// Per transport (by [`Transport::index`]): what its parked sockets get, if any.
+    outputs: Vec<Option<Arc<Output>>>,
     reports: api::ReportLimiter,
 }
 
 impl AppState {
     /// Builds the state for a configuration.
     pub fn new(config: Config) -> Arc<AppState> {
-        let hub = Hub::new(HubConfig::with_retention(
-            config.retain,
-            config.retain_age.get(),
-        ));
-        let metrics = Metrics::new(hub.counters().clone());
+        let log: SharedLog = Arc::new(MemoryLog::new(MemoryConfig {
+            retain: config.retain,
+            retain_age: config.retain_age.get(),
+        }));
+        let metrics = Metrics::new(log.counters().clone());
         let fanout = Arc::new(fanout::Fanout::new(
-            hub.clone(),
-            metrics.delivered.clone(),
+            log.clone(),
             metrics.handed_back.clone(),
         ));
+        let outputs = TRANSPORTS
+            .iter()
+            .map(|spec| {
+                let label = TransportLabel {
+                    transport: spec.transport,
+                };
+                spec.frame.map(|frame| {
+                    Arc::new(Output {
+                        frame,
+                        delivered: metrics.delivered.get_or_create(&label).clone(),
+                    })
+                })
+            })
+            .collect();
         Arc::new(AppState {
             fanout,
+            outputs,
             config,
-            hub,
+            log,
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -113,6 +138,30 @@ impl AppState {
             open_streams: AtomicU32::new(0),
             demo: demo::Demo::seeded(),
             reports: api::ReportLimiter::new(),
+        })
+    }
+}
+
+impl AppState {
+    /// What the parked sockets of `transport` get from the fan-out; `None` for a
+    /// transport that does not park (long polling).
+    pub fn output(&self, transport: Transport) -> Option<Arc<Output>> {
+        self.outputs.get(transport.index()).cloned().flatten()
+    }
+
+    /// Appends events to the log: the one publish path (the API's `POST /v1/events`
+    /// and the demo). `503 log_unavailable` when the log did not store them.
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, ApiError> {
+        self.log.append(events).await.map_err(|e| match e {
+            AppendError::Unavailable(cause) => {
+                tracing::warn!(%cause, "publish refused: the log is unavailable");
+                ApiError::Unavailable {
+                    code: "log_unavailable",
+                    message: "the event log is unavailable; nothing was published, retry later"
+                        .into(),
+                    enabled: Vec::new(),
+                }
+            }
         })
     }
 }
@@ -146,11 +195,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::healthz));
 
     // Streams: no timeout and no body limit layers (they would cut or buffer them).
-    let streams = Router::new()
-        .route(transport::STREAM_PATH, get(transport::stream))
-        .route(Transport::WebSocket.path(), get(transport::dedicated))
-        .route(Transport::Sse.path(), get(transport::dedicated))
-        .route(Transport::LongPoll.path(), get(transport::dedicated));
+    let streams = TRANSPORTS.iter().fold(
+        Router::new().route(STREAM_PATH, get(transport::handler)),
+        |router, spec| router.route(spec.path, get(transport::handler)),
+    );
 
     let static_dir = resolve_static_dir(&state.config.static_dir);
     let mut files = Router::new().fallback_service(ServeDir::new(&static_dir));
@@ -211,6 +259,51 @@ fn cors(allowed: &AllowedOrigins) -> CorsLayer {
     }
 }
 
+/// The CORS and request-id headers the router's layers give every response, for a
+/// response written on the socket itself (`serve.rs`): the same policy as [`cors`]
+/// (checked against it in the tests).
+pub(crate) fn response_headers(
+    allowed: &AllowedOrigins,
+    request: &axum::http::HeaderMap,
+) -> Vec<(HeaderName, axum::http::HeaderValue)> {
+    use axum::http::HeaderValue;
+    let mut out = Vec::with_capacity(3);
+    let origin = request.get(header::ORIGIN);
+    let allow = match allowed {
+        AllowedOrigins::SameOrigin => None,
+        AllowedOrigins::Any => Some(HeaderValue::from_static("*")),
+        AllowedOrigins::List(list) => origin
+            .filter(|o| list.iter().any(|l| l.as_bytes() == o.as_bytes()))
+            .cloned(),
+    };
+    if let Some(allow) = allow {
+        out.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, allow));
+    }
+    if !matches!(allowed, AllowedOrigins::SameOrigin) {
+        out.push((
+            header::VARY,
+            HeaderValue::from_static(
+                "origin, access-control-request-method, access-control-request-headers",
+            ),
+        ));
+    }
+    let id = request.get("x-request-id").cloned().unwrap_or_else(|| {
+        let n: u128 = rand::random();
+        let hex = format!("{n:032x}");
+        let uuid = format!(
+            "{}-{}-4{}-a{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[13..16],
+            &hex[17..20],
+            &hex[20..]
+        );
+        HeaderValue::try_from(uuid).unwrap_or(HeaderValue::from_static("-"))
+    });
+    out.push((HeaderName::from_static("x-request-id"), id));
+    out
+}
+
 /// A relative static directory is looked up in the working directory first, then next to
 /// the crate's sources, so `cargo run` works from anywhere.
 pub fn resolve_static_dir(dir: &Path) -> PathBuf {
@@ -239,7 +332,7 @@ pub async fn run(
     let state = AppState::new(config);
     tracing::info!(
         %addr,
-        epoch = state.hub.epoch(),
+        epoch = state.log.epoch(),
         transports = ?transport::enabled_names(&state),
         static_dir = %static_dir.display(),
         "switchyard listening"
@@ -250,7 +343,7 @@ pub async fn run(
         drain.shutdown.cancel();
         // Streams learn of the drain from their subscription (no shared signal polled
         // per delivery): each says `reconnect` once it has handed out what it had.
-        drain.hub.close();
+        drain.log.close();
     });
 
     let router = app(state.clone());
@@ -283,7 +376,13 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let (router, shutdown, api) = (router.clone(), state.shutdown.clone(), api.clone());
-        connections.spawn(serve::connection(stream, router, shutdown, api));
+        connections.spawn(serve::connection(
+            stream,
+            state.clone(),
+            router,
+            shutdown,
+            api,
+        ));
     }
     // The API runtime's last connections are waited for below; its thread ends with it.
     let api_runtime = ApiRuntime(Some(api_runtime));

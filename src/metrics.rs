@@ -6,8 +6,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::hub::HubCounters;
-use crate::transport::Transport;
+use prometheus_client::encoding::LabelValueEncoder;
+
+use crate::log::LogCounters;
+use crate::protocol::Transport;
+
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.name())
+    }
+}
 
 /// Label: which transport.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,13 +74,13 @@ pub struct Metrics {
     /// Times the direct fan-out found a parked stream's socket full and handed the
     /// stream back to its task ([`crate::fanout`]).
     pub handed_back: Counter,
-    /// The hub's own counters (published, resets, lagged).
-    pub hub: HubCounters,
+    /// The log's own counters (published, resets, lagged).
+    pub log: LogCounters,
 }
 
 impl Metrics {
     /// Creates the registry and registers every metric.
-    pub fn new(hub: HubCounters) -> Metrics {
+    pub fn new(log: LogCounters) -> Metrics {
         let mut registry = Registry::with_prefix("switchyard");
         let m = Metrics {
             open: Family::default(),
@@ -83,7 +91,7 @@ impl Metrics {
             fallbacks: Family::default(),
             reports_dropped: Counter::default(),
             handed_back: Counter::default(),
-            hub,
+            log,
             registry: Registry::default(),
         };
         registry.register("open_streams", "Streams open now", m.open.clone());
@@ -120,13 +128,13 @@ impl Metrics {
         registry.register(
             "published_events",
             "Events appended to the log",
-            m.hub.published.clone(),
+            m.log.published.clone(),
         );
-        registry.register("resets", "Resets sent to subscribers", m.hub.resets.clone());
+        registry.register("resets", "Resets sent to subscribers", m.log.resets.clone());
         registry.register(
             "lagged_subscribers",
-            "Times a subscriber fell behind the broadcast ring and caught up from the log",
-            m.hub.lagged.clone(),
+            "Times a reader that was at the head of the log fell behind and caught up from the log",
+            m.log.lagged.clone(),
         );
         registry.register(
             "fanout_handbacks",

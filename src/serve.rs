@@ -5,38 +5,38 @@
 //!
 //! - **A `POST` first** (publishing, reports): served by hyper on the API runtime, a
 //!   thread of its own, so a publish never queues behind the fan-out it causes.
-//! - **An event-stream request** (`GET /v1/sse`, or `GET /v1/stream` asking for
-//!   `text/event-stream`): its head is parsed here and answered by the same router, but
-//!   the stream is written straight onto the socket. hyper keeps two 8 KiB HTTP/1
-//!   buffers for the whole life of a streaming response and copies every chunk through
-//!   its chunked encoder; an SSE stream needs neither. Each event's shared bytes go to
-//!   the socket as they are (coalesced when several are ready), the body is delimited by
-//!   closing the connection (an event stream never ends any other way), and an idle
-//!   stream costs a third of the memory. Once caught up, the stream's socket is written
-//!   by the direct fan-out ([`crate::fanout`]) rather than by this connection's task.
+//! - **A stream that owns its connection**: an event stream (`GET /v1/sse`, or
+//!   `/v1/stream` asking for `text/event-stream`) or a WebSocket handshake. Its head is
+//!   parsed here, admitted by the one admission path ([`transport::admit`]) and answered
+//!   on the socket itself: the error, or the response head and then the stream, written
+//!   by its transport onto the socket. hyper would keep two 8 KiB HTTP/1 buffers for the
+//!   whole life of a streaming response and copy every chunk through its chunked
+//!   encoder; an event stream needs neither (its body is delimited by closing the
+//!   connection), and a WebSocket needs no upgrade machinery.
 //!
 //! Anything this module does not fully understand (a head split over several packets,
-//! HTTP/1.0, a request body, an `Upgrade`) goes to hyper, which serves every request
-//! correctly; the direct path is only ever an optimisation.
+//! HTTP/1.0, a request body) goes to hyper, which serves every request correctly and
+//! hands streams to the same transports.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::response::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
-use crate::transport::{STREAM_PATH, Transport, accepts_event_stream, sse};
+use crate::AppState;
+use crate::fanout::{SinkIo, write_all};
+use crate::transport::{self, Route, Transport, accepts_event_stream, sse, ws};
 
 /// How long a new connection's first bytes are waited for to choose how to serve it; a
 /// connection that sends nothing by then is served by hyper on the stream runtime.
 const FIRST_BYTES_WAIT: Duration = Duration::from_secs(1);
-/// Largest request head looked at for the direct event-stream path; a longer one (huge
-/// cookies) is served by hyper instead.
+/// Largest request head looked at for the direct path; a longer one (huge cookies) is
+/// served by hyper instead.
 const MAX_PEEK_HEAD: usize = 4096;
 /// Most headers in a request head looked at for the direct path.
 const MAX_PEEK_HEADERS: usize = 48;
@@ -45,16 +45,24 @@ const MAX_PEEK_HEADERS: usize = 48;
 const HTTP_MAX_BUF: usize = 16 * 1024;
 /// Largest non-stream answer (an error) written on the direct path.
 const MAX_DIRECT_ANSWER: usize = 64 * 1024;
+/// Longest the direct path waits to write a whole answer (an error, a handshake).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request head parsed on the direct path.
+struct Head {
+    uri: Uri,
+    headers: HeaderMap,
+    /// Its length in bytes, all of them already in the socket.
+    len: usize,
+    route: Route,
+}
 
 /// What a connection's first request is.
 enum First {
     /// A `POST`: serve on the API runtime.
     Post,
-    /// An event-stream `GET` whose whole head is in `head_len` bytes.
-    EventStream {
-        request: Box<Request<Body>>,
-        head_len: usize,
-    },
+    /// A stream that owns its connection, with its whole head.
+    Stream(Box<Head>),
     /// Anything else: hyper on this runtime.
     Other,
 }
@@ -62,6 +70,7 @@ enum First {
 /// Serves one accepted connection until it closes (or the drain ends it).
 pub(crate) async fn connection(
     stream: TcpStream,
+    state: Arc<AppState>,
     router: Router,
     shutdown: CancellationToken,
     api: tokio::runtime::Handle,
@@ -71,9 +80,7 @@ pub(crate) async fn connection(
         First::Post => {
             let _ = api.spawn(http1(stream, router, shutdown)).await;
         }
-        First::EventStream { request, head_len } => {
-            Box::pin(event_stream(stream, head_len, *request, router)).await;
-        }
+        First::Stream(head) => Box::pin(direct(stream, state, head)).await,
         First::Other => Box::pin(http1(stream, router, shutdown)).await,
     }
 }
@@ -101,29 +108,28 @@ async fn first_request(stream: &TcpStream) -> First {
     let mut buf = vec![0u8; MAX_PEEK_HEAD];
     match tokio::time::timeout(FIRST_BYTES_WAIT, stream.peek(&mut buf)).await {
         Ok(Ok(n)) if buf[..n].starts_with(b"POST ") => First::Post,
-        Ok(Ok(n)) => match parse_event_stream_head(&buf[..n]) {
-            Some((request, head_len)) => First::EventStream {
-                request: Box::new(request),
-                head_len,
-            },
+        Ok(Ok(n)) => match parse_stream_head(&buf[..n]) {
+            Some(head) => First::Stream(Box::new(head)),
             None => First::Other,
         },
         _ => First::Other,
     }
 }
 
-/// Parses `bytes` as a complete HTTP/1.1 `GET` head asking for an event stream, with no
-/// body and no upgrade. `None` for anything else (hyper serves it).
-fn parse_event_stream_head(bytes: &[u8]) -> Option<(Request<Body>, usize)> {
+/// Parses `bytes` as a complete HTTP/1.1 `GET` head, with no body, of a stream that
+/// owns its connection (an event stream or a WebSocket handshake). `None` for anything
+/// else (hyper serves it).
+fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_PEEK_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(head_len) = parsed.parse(bytes).ok()? else {
+    let httparse::Status::Complete(len) = parsed.parse(bytes).ok()? else {
         return None;
     };
     if parsed.method != Some("GET") || parsed.version != Some(1) {
         return None;
     }
     let uri: Uri = parsed.path?.parse().ok()?;
+    let route = Route::from_path(uri.path())?;
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         map.append(
@@ -135,71 +141,91 @@ fn parse_event_stream_head(bytes: &[u8]) -> Option<(Request<Body>, usize)> {
         || map
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body || map.contains_key(header::UPGRADE) || map.contains_key(header::SEC_WEBSOCKET_KEY)
-    {
-        return None;
-    }
-    let wants_events = match uri.path() {
-        p if p == Transport::Sse.path() => true,
-        STREAM_PATH => accepts_event_stream(&map),
-        _ => false,
+    let upgrade = map.contains_key(header::UPGRADE) || map.contains_key(header::SEC_WEBSOCKET_KEY);
+    let owns_connection = match route {
+        Route::Dedicated(Transport::Sse) => !upgrade,
+        Route::Dedicated(Transport::WebSocket) => true,
+        Route::Dedicated(Transport::LongPoll) => false,
+        Route::Negotiated => upgrade || accepts_event_stream(&map),
     };
-    if !wants_events {
+    if has_body || !owns_connection {
         return None;
     }
-    let mut request = Request::new(Body::empty());
-    *request.method_mut() = Method::GET;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = map;
-    Some((request, head_len))
+    Some(Head {
+        uri,
+        headers: map,
+        len,
+        route,
+    })
 }
 
-/// Answers an event-stream request on the socket itself: the router makes the response;
-/// an event stream is written frame by frame as it comes, anything else (an error) whole.
-/// Either way the connection closes afterwards.
-async fn event_stream(
-    mut stream: TcpStream,
-    head_len: usize,
-    request: Request<Body>,
-    router: Router,
-) {
+/// Admits a stream request and answers it on the socket itself: the error, or the
+/// response head and the stream. Either way the connection closes afterwards.
+async fn direct(mut stream: TcpStream, state: Arc<AppState>, head: Box<Head>) {
     // Consume the head that was only looked at so far (it is already in the socket).
-    let mut head = vec![0u8; head_len];
-    if stream.read_exact(&mut head).await.is_err() {
+    let mut consumed = vec![0u8; head.len];
+    if stream.read_exact(&mut consumed).await.is_err() {
         return;
     }
+    drop(consumed);
+    let admitted = transport::admit(&state, head.route, &head.uri, &head.headers);
+    // The request's headers are not kept for the life of the stream.
+    let common = crate::response_headers(&state.config.allowed_origins, &head.headers);
     drop(head);
-    let Ok(response) = router.oneshot(request).await;
-    let (parts, body) = response.into_parts();
-    let session = parts
-        .extensions
-        .get::<sse::DirectSession>()
-        .and_then(sse::DirectSession::take);
-    let Some(session) = session.filter(|_| parts.status.is_success()) else {
-        // Not a stream (an error): the whole answer, then the end.
-        let Ok(body) = axum::body::to_bytes(body, MAX_DIRECT_ANSWER).await else {
-            return;
-        };
-        let mut out = response_head(&parts, Some(body.len()));
-        out.extend_from_slice(&body);
-        if sse::send(&stream, &out).await {
-            let _ = stream.shutdown().await;
+    let admitted = match admitted {
+        Ok(admitted) => admitted,
+        Err(e) => return answer(&stream, e.into_response(), &common).await,
+    };
+    match admitted.transport {
+        Transport::Sse => {
+            let session = sse::open(admitted).await;
+            let headers = sse::headers();
+            let head = response_head(StatusCode::OK, pairs(&headers).chain(pairs(&common)), None);
+            sse::run(Arc::new(stream), head, session).await;
         }
+        Transport::WebSocket => {
+            let accept = match ws::accept_key(&admitted) {
+                Ok(accept) => accept,
+                Err(e) => return answer(&stream, e.into_response(), &common).await,
+            };
+            let handshake = ws::switching_protocols(&accept);
+            let written = tokio::time::timeout(ANSWER_TIMEOUT, write_all(&stream, &handshake));
+            if matches!(written.await, Ok(Ok(()))) {
+                ws::run(Arc::new(stream), admitted).await;
+            }
+        }
+        Transport::LongPoll => {
+            let response = transport::longpoll::serve(admitted).await;
+            answer(&stream, response.into_response(), &common).await;
+        }
+    }
+}
+
+/// Writes a whole response (bounded), then ends the connection.
+async fn answer(stream: &TcpStream, response: Response, common: &[(HeaderName, HeaderValue)]) {
+    let (parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_DIRECT_ANSWER).await else {
         return;
     };
-    drop(body);
-    // The response's headers are not kept for the life of the stream: they are about
-    // 1 kB per idle connection (4.3 kB instead of 3.3 kB, measured with 5,000 SSE
-    // subscribers).
-    let head = response_head(&parts, None);
-    drop(parts);
-    sse::write_direct(stream, head, session).await;
+    let mut out = response_head(
+        parts.status,
+        parts.headers.iter().chain(pairs(common)),
+        Some(body.len()),
+    );
+    out.extend_from_slice(&body);
+    let written = tokio::time::timeout(ANSWER_TIMEOUT, write_all(stream, &out)).await;
+    if matches!(written, Ok(Ok(()))) {
+        let _ = SinkIo::shutdown_write(stream);
+    }
 }
 
 /// `HTTP/1.1` status line and headers of a response, ending the head. The body is
 /// `content_length` bytes, or runs until the connection closes.
-fn response_head(parts: &Parts, content_length: Option<usize>) -> Vec<u8> {
-    let status = parts.status;
+fn response_head<'a>(
+    status: StatusCode,
+    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    content_length: Option<usize>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -211,7 +237,7 @@ fn response_head(parts: &Parts, content_length: Option<usize>) -> Vec<u8> {
     out.extend_from_slice(b"date: ");
     out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in headers {
         if name == header::CONTENT_LENGTH
             || name == header::DATE
             || name == header::TRANSFER_ENCODING
@@ -231,23 +257,39 @@ fn response_head(parts: &Parts, content_length: Option<usize>) -> Vec<u8> {
     out
 }
 
+/// Name-value pairs as a header iterator.
+fn pairs(
+    headers: &[(HeaderName, HeaderValue)],
+) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    headers.iter().map(|(name, value)| (name, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(head: &str) -> Option<(Request<Body>, usize)> {
-        parse_event_stream_head(head.as_bytes())
+    fn parse(head: &str) -> Option<Head> {
+        parse_stream_head(head.as_bytes())
     }
 
     #[test]
-    fn event_stream_heads_take_the_direct_path() {
+    fn streams_that_own_their_connection_take_the_direct_path() {
         let head = "GET /v1/sse?topics=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1-2\r\n\r\n";
-        let (request, len) = parse(head).expect("direct");
-        assert_eq!(len, head.len());
-        assert_eq!(request.uri().query(), Some("topics=a"));
-        assert_eq!(request.headers()["last-event-id"], "1-2");
-        let negotiated = "GET /v1/stream?topics=a HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n";
-        assert!(parse(negotiated).is_some());
+        let parsed = parse(head).expect("direct");
+        assert_eq!(parsed.len, head.len());
+        assert_eq!(parsed.uri.query(), Some("topics=a"));
+        assert_eq!(parsed.headers["last-event-id"], "1-2");
+        assert_eq!(parsed.route, Route::Dedicated(Transport::Sse));
+        for head in [
+            "GET /v1/stream?topics=a HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /v1/ws?topics=a HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET /v1/stream?topics=a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            // Errors are answered directly too (then the connection closes).
+            "GET /v1/ws?topics=a HTTP/1.1\r\n\r\n",
+            "GET /v1/stream?topics=a HTTP/1.1\r\nAccept: text/event-stream\r\nSec-WebSocket-Key: x\r\n\r\n",
+        ] {
+            assert!(parse(head).is_some(), "{head:?}");
+        }
     }
 
     #[test]
@@ -260,7 +302,7 @@ mod tests {
             "GET /v1/poll?topics=a HTTP/1.1\r\n\r\n",
             "GET /v1/sse?topics=a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             "GET /v1/sse?topics=a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            "GET /v1/stream?topics=a HTTP/1.1\r\nAccept: text/event-stream\r\nSec-WebSocket-Key: x\r\n\r\n",
+            "GET /v1/status HTTP/1.1\r\n\r\n",
             "\u{0}\u{1}garbage\r\n\r\n",
         ] {
             assert!(parse(head).is_none(), "{head:?}");

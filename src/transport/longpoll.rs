@@ -10,17 +10,25 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 
-use super::{ConnGuard, Reconnect, StreamRequest, to_json};
+use super::Admitted;
 use crate::error::ApiError;
 use crate::event::Event;
-use crate::hub::{Item, Reset, Subscription};
+use crate::log::{Item, Reset, Subscription};
+use crate::protocol::{Reconnect, to_json};
 
 /// Answers one poll.
-pub(crate) async fn serve(guard: ConnGuard, request: StreamRequest) -> Result<Response, ApiError> {
+pub(crate) async fn serve(admitted: Admitted) -> Result<Response, ApiError> {
+    let Admitted {
+        guard,
+        topics,
+        cursor,
+        timeout,
+        ..
+    } = admitted;
     let state = guard.state().clone();
-    let wait = wait_time(request.timeout.as_deref(), state.config.poll_timeout.get())?;
+    let wait = wait_time(timeout.as_deref(), state.config.poll_timeout.get())?;
     let batch = state.config.poll_batch;
-    let mut sub = state.hub.subscribe(request.topics, request.cursor.as_ref());
+    let mut sub = Subscription::open(state.log.clone(), topics, cursor.as_ref()).await;
 
     let mut answer = Answer::default();
     answer.collect(&mut sub, batch);
@@ -32,7 +40,7 @@ pub(crate) async fn serve(guard: ConnGuard, request: StreamRequest) -> Result<Re
                     answer.push(item);
                     answer.collect(&mut sub, batch);
                 }
-                // The hub closes only when the server drains (`Hub::close`), as for the
+                // The log closes only when the server drains (`Log::close`), as for the
                 // streams; a poll made during the drain gets here at once.
                 None => reconnect = Some(Reconnect::shutdown()),
             },
@@ -150,7 +158,8 @@ impl Answer {
 mod tests {
     use super::*;
     use crate::event::{NewEvent, TopicSet};
-    use crate::hub::{Hub, HubConfig, ResetReason};
+    use crate::log::memory::{MemoryConfig, MemoryLog};
+    use crate::log::{ResetReason, SharedLog};
 
     fn body(answer: Answer, sub: &Subscription) -> serde_json::Value {
         let response = answer.into_response(sub, None);
@@ -172,15 +181,18 @@ mod tests {
 
     /// A reset never follows events inside one answer: the answer ends before it, with
     /// the last event's cursor, so the next poll gets the reset first.
-    #[test]
-    fn a_reset_after_events_cuts_the_answer_before_it() {
-        let hub = Hub::new(HubConfig::default());
-        let events = hub.publish(
-            (0..3)
-                .map(|i| NewEvent::new("t", "x", serde_json::json!(i)).expect("event"))
-                .collect(),
-        );
-        let sub = hub.subscribe(TopicSet::parse_list("t").expect("topics"), None);
+    #[tokio::test]
+    async fn a_reset_after_events_cuts_the_answer_before_it() {
+        let log: SharedLog = Arc::new(MemoryLog::new(MemoryConfig::default()));
+        let events = log
+            .append(
+                (0..3)
+                    .map(|i| NewEvent::new("t", "x", serde_json::json!(i)).expect("event"))
+                    .collect(),
+            )
+            .await
+            .expect("append");
+        let sub = Subscription::open(log, TopicSet::parse_list("t").expect("topics"), None).await;
         let mut answer = Answer::default();
         assert!(answer.push(Item::Event(events[0].clone())));
         assert!(answer.push(Item::Event(events[1].clone())));

@@ -1,144 +1,137 @@
-//! Server-Sent Events (SPEC §4.4): a streaming body of pre-encoded frames.
+//! Server-Sent Events (SPEC §4.4): the event's shared SSE bytes, written as they are.
 //!
-//! axum's `Sse` would re-encode every event per subscriber; here the body is a stream of
-//! the event's shared SSE bytes. Control frames carry `id:` too, so an `EventSource`
-//! that reconnects by itself resumes from the right place via `Last-Event-ID`.
+//! axum's `Sse` would re-encode every event per subscriber; here a stream writes the
+//! event's pre-encoded frame. Control frames carry `id:` too, so an `EventSource` that
+//! reconnects by itself resumes from the right place via `Last-Event-ID`.
+//!
+//! Every SSE stream is written by one engine ([`run`]) onto a [`SinkIo`]: the
+//! connection's own socket when the request came first on its connection (`serve.rs`,
+//! the body then delimited by the close), or a pipe into a hyper body when it came later
+//! on a kept-alive connection ([`serve_hyper`]). Either way it parks in the direct
+//! fan-out whenever it has nothing of its own to send, which is most of the time.
 
-use std::convert::Infallible;
-use std::net::Shutdown;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::ws::SEND_TIMEOUT;
-use super::{ConnGuard, Heartbeat, Ready, Reconnect, StreamRequest, Transport, to_json};
-use crate::fanout::Framing;
-use crate::hub::{Item, Subscription};
+use super::{Admitted, ConnGuard, Heartbeat};
+use crate::fanout::{Locked, SinkIo, gone, write_all};
+use crate::log::{Item, Subscription};
+use crate::protocol::{Ready, Reconnect, Transport, to_json};
 
 /// `retry:` sent at the start of a stream: how long a bare `EventSource` waits before
 /// reconnecting by itself (the switchyard client reconnects on its own schedule).
 pub const RETRY_MS: u64 = 2000;
 /// Most bytes written in one chunk when several events are ready at once (coalescing:
-/// one write and one flush for many events).
+/// one write for many events).
 pub const MAX_COALESCE_BYTES: usize = 64 * 1024;
+/// The pipe between a stream and a hyper body, for an SSE request that is not the
+/// first on its connection: a full pipe is a full socket to the engine.
+pub const HYPER_PIPE_BYTES: usize = 64 * 1024;
 
 /// A comment line (what curl users see, SPEC §4.4) in the same block as a named
 /// `heartbeat` event: `EventSource` hides comments, so the named event is what lets a
 /// browser client tell a quiet stream from a stalled one. `onmessage` does not see it.
 const HEARTBEAT: &[u8] = b": heartbeat\nevent: heartbeat\ndata: {}\n\n";
 
-/// Answers an SSE request. The response head and the first frames go out at once.
-///
-/// The response carries its [`Session`] in its extensions: the direct event-stream path
-/// (`serve.rs`) takes it out and writes the stream itself ([`write_direct`]); otherwise
-/// the body writes it, through hyper.
-pub(crate) fn serve(guard: ConnGuard, request: StreamRequest) -> Response {
-    let state = guard.state().clone();
-    let heartbeat = state.config.heartbeat.get();
-    let sub = state.hub.subscribe(request.topics, request.cursor.as_ref());
-
-    let mut head = BytesMut::new();
-    head.put_slice(format!("retry: {RETRY_MS}\n").as_bytes());
-    padding(&mut head, state.config.sse_padding);
-    let ready = Ready {
-        cursor: sub.cursor(),
-        transport: Transport::Sse,
-        heartbeat_ms: heartbeat.as_millis() as u64,
-        topics: sub.topics(),
-    };
-    control(&mut head, "ready", &ready.cursor, &to_json(&ready));
-    let session = DirectSession(Arc::new(Mutex::new(Some(Session {
-        guard,
-        sub,
-        heartbeat,
-        head: head.freeze(),
-    }))));
-
-    let body_session = session.clone();
-    let body = async_stream::stream! {
-        // Taken by the direct path: the body is never polled.
-        let Some(Session { guard, mut sub, heartbeat, head }) = body_session.take() else {
-            return;
-        };
-        yield Ok::<Bytes, Infallible>(head);
-        let mut due = Heartbeat::new(heartbeat);
-        loop {
-            match next_chunk(&mut sub, &mut due).await {
-                Chunk::Events { bytes, events, .. } => {
-                    guard.delivered.inc_by(events);
-                    yield Ok(bytes);
-                }
-                Chunk::Heartbeat => yield Ok(Bytes::from_static(HEARTBEAT)),
-                Chunk::End(bytes) => {
-                    yield Ok(bytes);
-                    break;
-                }
-            }
-            due.wrote();
-        }
-    };
-
-    let mut response = Response::new(Body::from_stream(body));
-    response.extensions_mut().insert(session);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+/// The response headers of every SSE stream.
+pub(crate) fn headers() -> [(HeaderName, HeaderValue); 3] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-transform"),
+        ),
+        (
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ]
 }
 
-/// An SSE stream not yet begun: its first frames and where the rest comes from.
+/// An admitted SSE stream, subscribed: its first frames and where the rest comes from.
 pub(crate) struct Session {
     /// Keeps the stream counted for as long as it lives.
     guard: ConnGuard,
     sub: Subscription,
     heartbeat: Duration,
     /// `retry`, padding and `ready`.
-    head: Bytes,
+    pub(crate) preamble: Bytes,
 }
 
-/// The [`Session`] of an SSE response, in its extensions until the direct path or the
-/// body takes it.
-#[derive(Clone)]
-pub(crate) struct DirectSession(Arc<Mutex<Option<Session>>>);
-
-impl DirectSession {
-    pub(crate) fn take(&self) -> Option<Session> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+/// Subscribes an admitted stream.
+pub(crate) async fn open(admitted: Admitted) -> Session {
+    let Admitted {
+        guard,
+        topics,
+        cursor,
+        ..
+    } = admitted;
+    let state = guard.state().clone();
+    let heartbeat = state.config.heartbeat.get();
+    let sub = Subscription::open(state.log.clone(), topics, cursor.as_ref()).await;
+    let mut preamble = BytesMut::new();
+    preamble.put_slice(format!("retry: {RETRY_MS}\n").as_bytes());
+    padding(&mut preamble, state.config.sse_padding);
+    let ready = Ready {
+        cursor: sub.cursor(),
+        transport: Transport::Sse,
+        heartbeat_ms: heartbeat.as_millis() as u64,
+        topics: sub.topics(),
+    };
+    control(&mut preamble, "ready", &ready.cursor, &to_json(&ready));
+    Session {
+        guard,
+        sub,
+        heartbeat,
+        preamble: preamble.freeze(),
     }
 }
 
-/// Writes an SSE stream on its own socket, after `first` (the response head): each
-/// item as it comes, coalesced; parked in the direct fan-out ([`crate::fanout`])
-/// whenever it has nothing of its own to send, which is most of the time.
-pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session: Session) {
+/// Answers an SSE request that hyper serves: the engine writes into a pipe that the
+/// response body reads.
+pub(crate) async fn serve_hyper(admitted: Admitted) -> Response {
+    let session = open(admitted).await;
+    let tasks = session.guard.state().tasks.clone();
+    let (ours, body) = tokio::io::duplex(HYPER_PIPE_BYTES);
+    let io: Arc<dyn SinkIo> = Arc::new(Locked::new(ours));
+    tasks.spawn(run(io, Vec::new(), session));
+    let mut response = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(body)));
+    response.headers_mut().extend(headers());
+    response
+}
+
+/// Writes an SSE stream onto `io`, after `first` (a response head, if the stream owns
+/// the connection): each item as it comes, coalesced; parked in the direct fan-out
+/// ([`crate::fanout`]) whenever it has nothing of its own to send.
+pub(crate) async fn run(io: Arc<dyn SinkIo>, mut first: Vec<u8>, session: Session) {
     let Session {
         guard,
         mut sub,
         heartbeat: every,
-        head,
+        preamble,
     } = session;
-    first.extend_from_slice(&head);
-    drop(head);
-    let stream = Arc::new(stream);
-    if !send(&stream, &first).await {
+    first.extend_from_slice(&preamble);
+    drop(preamble);
+    if !send(&*io, &first).await {
         return;
     }
     drop(first);
+    let state = guard.state().clone();
+    let Some(output) = state.output(Transport::Sse) else {
+        return;
+    };
     // Dropped on every way out: the shard lets go of the socket too.
-    let sink = guard.state().fanout.sink(stream.clone(), Framing::Sse);
+    let sink = state.fanout.sink(io.clone(), output);
     let mut due = Heartbeat::new(every);
     // Whether the stream has had everything ready (at the head, or just opened): then it
     // parks. A stream that lags catches up on its own, coalesced, and parks once it is
@@ -152,12 +145,12 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
                     () = due.due() => if !due.beat_parked(&sink, HEARTBEAT) {
                         break;
                     },
-                    () = gone(&stream) => return,
+                    () = gone(&*io) => return,
                 }
             }
             caught_up = false;
             if let Some(rest) = sink.take_back(&mut sub) {
-                if !send(&stream, &rest).await {
+                if !send(&*io, &rest).await {
                     return;
                 }
                 due.wrote();
@@ -165,7 +158,7 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
         }
         let chunk = tokio::select! {
             chunk = next_chunk(&mut sub, &mut due) => chunk,
-            () = gone(&stream) => return,
+            () = gone(&*io) => return,
         };
         match chunk {
             Chunk::Events {
@@ -173,21 +166,21 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
                 events,
                 more,
             } => {
-                if !send(&stream, &bytes).await {
+                if !send(&*io, &bytes).await {
                     return;
                 }
                 guard.delivered.inc_by(events);
                 caught_up = !more;
             }
             Chunk::Heartbeat => {
-                if !send(&stream, HEARTBEAT).await {
+                if !send(&*io, HEARTBEAT).await {
                     return;
                 }
             }
             Chunk::End(bytes) => {
-                if send(&stream, &bytes).await {
+                if send(&*io, &bytes).await {
                     // The end of the body (the shard may still hold the socket).
-                    let _ = socket2::SockRef::from(&*stream).shutdown(Shutdown::Write);
+                    let _ = io.shutdown_write();
                 }
                 return;
             }
@@ -196,7 +189,7 @@ pub(crate) async fn write_direct(stream: TcpStream, mut first: Vec<u8>, session:
     }
 }
 
-/// What a stream writes next, whoever writes it (the hyper body or the direct path).
+/// What a stream writes next.
 enum Chunk {
     /// Events (and resets), coalesced; `more`: it stopped at the size limit.
     Events {
@@ -225,44 +218,17 @@ async fn next_chunk(sub: &mut Subscription, due: &mut Heartbeat) -> Chunk {
     }
 }
 
-/// Writes all of `bytes`; `false` if the socket failed or the reader took nothing for
-/// [`SEND_TIMEOUT`] (it is gone or stuck: drop it; its subscription was bounded by the
-/// log all along).
-pub(crate) async fn send(stream: &TcpStream, bytes: &[u8]) -> bool {
-    let write_all = async {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            stream.writable().await?;
-            match stream.try_write(rest) {
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    };
-    matches!(timeout(SEND_TIMEOUT, write_all).await, Ok(Ok(())))
+/// Writes all of `bytes`; `false` if the connection failed or the reader took nothing
+/// for [`SEND_TIMEOUT`] (it is gone or stuck: drop it; its subscription was bounded by
+/// the log all along).
+pub(crate) async fn send(io: &dyn SinkIo, bytes: &[u8]) -> bool {
+    matches!(
+        timeout(SEND_TIMEOUT, write_all(io, bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
-/// Resolves when the client has gone (end of stream or an error). A client sends
-/// nothing after its request; anything it does send is read and dropped. Cancel-safe.
-async fn gone(stream: &TcpStream) {
-    let mut scratch = [0u8; 32];
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// The `reconnect` frame ending a stream: the hub closes only when the server drains
-/// (`Hub::close`).
+/// The `reconnect` frame ending a stream: the log closes only when the server drains.
 fn reconnect(sub: &Subscription) -> Bytes {
     let reconnect = Reconnect::shutdown();
     let mut buf = BytesMut::new();
