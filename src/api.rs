@@ -1,7 +1,6 @@
 //! The non-streaming endpoints: publish, negotiate, reports, status, metrics, health.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::event::{NewEvent, TopicSet};
 use crate::metrics::{FallbackLabel, TransportLabel};
+use crate::state::AppState;
 use crate::transport::{Transport, disabled_reason};
 
 /// Largest publish body, in bytes.
@@ -24,8 +23,7 @@ pub const MAX_PUBLISH_BODY: usize = 1024 * 1024;
 pub const MAX_PUBLISH_BATCH: usize = 1000;
 /// Largest report body, in bytes.
 pub const MAX_REPORT_BODY: usize = 1024;
-/// Reports accepted per second across all clients (the bucket also holds this many).
-pub const REPORTS_PER_SECOND: f64 = 50.0;
+pub use crate::limits::REPORTS_PER_SECOND;
 /// Reasons a client may report for a fallback.
 pub const REPORT_REASONS: &[&str] = &[
     "upgrade_failed",
@@ -234,34 +232,6 @@ struct Report {
     from: String,
     to: String,
     reason: String,
-}
-
-/// A token bucket: at most [`REPORTS_PER_SECOND`] reports a second across all clients.
-pub(crate) struct ReportLimiter {
-    bucket: Mutex<(f64, Instant)>,
-}
-
-impl ReportLimiter {
-    pub(crate) fn new() -> ReportLimiter {
-        ReportLimiter {
-            bucket: Mutex::new((REPORTS_PER_SECOND, Instant::now())),
-        }
-    }
-
-    fn admit(&self) -> bool {
-        let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = &mut *guard;
-        let now = Instant::now();
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * REPORTS_PER_SECOND)
-            .min(REPORTS_PER_SECOND);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// `POST /v1/reports`: a browser client says it fell back, and why. Counted, not stored.

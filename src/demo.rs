@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::event::NewEvent;
+use crate::state::AppState;
 
 /// The editors of the demo (no accounts: pick one in the page).
 pub const USERS: &[&str] = &["ada", "grace", "linus"];
@@ -45,9 +45,9 @@ const MAX_TITLE: usize = 120;
 /// Longest comment, in characters.
 const MAX_TEXT: usize = 1000;
 
-/// The demo's in-memory data.
-#[derive(Default)]
+/// The demo's in-memory data, and the server it publishes to.
 pub struct Demo {
+    app: Arc<AppState>,
     state: Mutex<Data>,
 }
 
@@ -97,8 +97,8 @@ struct Notification {
 }
 
 impl Demo {
-    /// A demo with two sample projects.
-    pub fn seeded() -> Demo {
+    /// A demo with two sample projects, publishing to `app`.
+    pub fn seeded(app: Arc<AppState>) -> Demo {
         let mut d = Data::default();
         {
             for (name, items) in [
@@ -131,6 +131,7 @@ impl Demo {
             }
         }
         Demo {
+            app,
             state: Mutex::new(d),
         }
     }
@@ -164,8 +165,8 @@ impl Data {
     }
 }
 
-/// The demo routes, mounted under `/demo/api`.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+/// The demo routes, mounted under `/demo/api`, with the demo's own state.
+pub(crate) fn routes<S>(app: Arc<AppState>) -> Router<S> {
     Router::new()
         .route("/demo/api/state", get(state))
         .route("/demo/api/projects", post(create_project))
@@ -176,6 +177,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             post(create_comment),
         )
         .route("/demo/api/notifications/{user}/read", post(mark_read))
+        .with_state(Arc::new(Demo::seeded(app)))
 }
 
 fn not_found(message: String) -> ApiError {
@@ -278,14 +280,14 @@ struct StateQuery {
 }
 
 async fn state(
-    State(app): State<Arc<AppState>>,
+    State(demo): State<Arc<Demo>>,
     query: Result<Query<StateQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let user = user(&q.user)?;
-    let d = app.demo.lock().await;
+    let d = demo.lock().await;
     // Read under the demo lock: no demo change is published but not applied.
-    let cursor = app.log.stats().head;
+    let cursor = demo.app.log.stats().head;
     let notifications: Vec<&Notification> = d
         .notifications
         .get(&user)
@@ -311,13 +313,13 @@ struct NewProject {
 }
 
 async fn create_project(
-    State(app): State<Arc<AppState>>,
+    State(demo): State<Arc<Demo>>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewProject = body(b)?;
     let actor = user(&req.user)?;
     let name = text("name", &req.name, MAX_TITLE)?;
-    let mut d = app.demo.lock().await;
+    let mut d = demo.lock().await;
     if d.projects.len() >= MAX_PROJECTS {
         return Err(ApiError::bad_request(
             "limit",
@@ -331,7 +333,7 @@ async fn create_project(
     };
     let data = json!({"project": project, "by": actor});
     publish(
-        &app,
+        &demo.app,
         vec![("projects".into(), "project.created", data.clone())],
     )
     .await?;
@@ -347,14 +349,14 @@ struct NewItem {
 }
 
 async fn create_item(
-    State(app): State<Arc<AppState>>,
+    State(demo): State<Arc<Demo>>,
     Path(pid): Path<u64>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewItem = body(b)?;
     let actor = user(&req.user)?;
     let title = text("title", &req.title, MAX_TITLE)?;
-    let mut guard = app.demo.lock().await;
+    let mut guard = demo.lock().await;
     let d = &mut *guard;
     let id = d.id();
     let project = d.project(pid)?;
@@ -377,7 +379,7 @@ async fn create_item(
     let notify = Notify::new(d, &actor, note, pid, id);
     let mut events = vec![("projects".into(), "item.created", data.clone())];
     events.extend(notify.events());
-    publish(&app, events).await?;
+    publish(&demo.app, events).await?;
     d.project(pid)?.items.push(item);
     notify.apply(d);
     Ok((StatusCode::CREATED, Json(data)))
@@ -392,7 +394,7 @@ struct ItemChange {
 }
 
 async fn update_item(
-    State(app): State<Arc<AppState>>,
+    State(demo): State<Arc<Demo>>,
     Path((pid, iid)): Path<(u64, u64)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -403,7 +405,7 @@ async fn update_item(
         .as_deref()
         .map(|t| text("title", t, MAX_TITLE))
         .transpose()?;
-    let mut guard = app.demo.lock().await;
+    let mut guard = demo.lock().await;
     let d = &mut *guard;
     let project = d.project(pid)?;
     let project_name = project.name.clone();
@@ -425,7 +427,7 @@ async fn update_item(
     let notify = Notify::new(d, &actor, note, pid, iid);
     let mut events = vec![("projects".into(), "item.updated", data.clone())];
     events.extend(notify.events());
-    publish(&app, events).await?;
+    publish(&demo.app, events).await?;
     *d.project(pid)?.item(iid)? = item;
     notify.apply(d);
     Ok(Json(data))
@@ -439,14 +441,14 @@ struct NewComment {
 }
 
 async fn create_comment(
-    State(app): State<Arc<AppState>>,
+    State(demo): State<Arc<Demo>>,
     Path((pid, iid)): Path<(u64, u64)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewComment = body(b)?;
     let actor = user(&req.user)?;
     let body_text = text("text", &req.text, MAX_TEXT)?;
-    let mut guard = app.demo.lock().await;
+    let mut guard = demo.lock().await;
     let d = &mut *guard;
     let id = d.id();
     let project = d.project(pid)?;
@@ -469,21 +471,21 @@ async fn create_comment(
     let notify = Notify::new(d, &actor, note, pid, iid);
     let mut events = vec![("projects".into(), "comment.created", data.clone())];
     events.extend(notify.events());
-    publish(&app, events).await?;
+    publish(&demo.app, events).await?;
     d.project(pid)?.item(iid)?.comments.push(comment);
     notify.apply(d);
     Ok((StatusCode::CREATED, Json(data)))
 }
 
 async fn mark_read(
-    State(app): State<Arc<AppState>>,
+    State(demo): State<Arc<Demo>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let u = user(&name)?;
-    let mut d = app.demo.lock().await;
+    let mut d = demo.lock().await;
     let data = json!({"user": u, "unread": 0});
     publish(
-        &app,
+        &demo.app,
         vec![(
             format!("notifications/{u}"),
             "notification.read",

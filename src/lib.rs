@@ -30,40 +30,36 @@ pub mod demo;
 pub mod error;
 pub mod event;
 pub mod fanout;
+pub mod headers;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
 mod serve;
+pub mod state;
 pub mod transport;
+
+pub use state::AppState;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderName, StatusCode};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::{AllowedOrigins, Config};
-use crate::error::ApiError;
-use crate::event::{Event, NewEvent};
-use crate::fanout::Output;
-use crate::log::memory::{MemoryConfig, MemoryLog};
-use crate::log::{AppendError, SharedLog};
-use crate::metrics::{Metrics, TransportLabel};
-use crate::protocol::{STREAM_PATH, TRANSPORTS, Transport};
+use crate::config::Config;
+use crate::protocol::{STREAM_PATH, TRANSPORTS};
 
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
 /// and for connections to close, before it returns anyway.
@@ -72,99 +68,6 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest a non-streaming API request may take.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Everything the handlers share. Built once; handlers get `Arc<AppState>`.
-pub struct AppState {
-    /// The configuration the server started with.
-    pub config: Config,
-    /// The event log.
-    pub log: SharedLog,
-    /// Counters and gauges.
-    pub metrics: Metrics,
-    /// Cancelled when the server starts draining; hyper connections watch it. Streams
-    /// and long polls learn of the drain from their subscription ([`Hub::close`]), so no
-    /// shared signal is polled per delivery.
-    pub shutdown: CancellationToken,
-    /// WebSocket sessions (spawned by the upgrade, invisible to axum's graceful shutdown).
-    pub tasks: TaskTracker,
-    /// When the server started.
-    pub started: Instant,
-    /// The demo app's data (used only with `SWITCHYARD_DEMO=on`).
-    pub demo: demo::Demo,
-    /// Open streams now, checked against `max_connections`.
-    pub open_streams: AtomicU32,
-    /// Writes live events straight to the sockets of caught-up SSE and WebSocket streams.
-    pub fanout: Arc<fanout::Fanout>,
-    /// Per transport (by [`Transport::index`]): what its parked sockets get, if any.
-    outputs: Vec<Option<Arc<Output>>>,
-    reports: api::ReportLimiter,
-}
-
-impl AppState {
-    /// Builds the state for a configuration.
-    pub fn new(config: Config) -> Arc<AppState> {
-        let log: SharedLog = Arc::new(MemoryLog::new(MemoryConfig {
-            retain: config.retain,
-            retain_age: config.retain_age.get(),
-        }));
-        let metrics = Metrics::new(log.counters().clone());
-        let fanout = Arc::new(fanout::Fanout::new(
-            log.clone(),
-            metrics.handed_back.clone(),
-        ));
-        let outputs = TRANSPORTS
-            .iter()
-            .map(|spec| {
-                let label = TransportLabel {
-                    transport: spec.transport,
-                };
-                spec.frame.map(|frame| {
-                    Arc::new(Output {
-                        frame,
-                        delivered: metrics.delivered.get_or_create(&label).clone(),
-                    })
-                })
-            })
-            .collect();
-        Arc::new(AppState {
-            fanout,
-            outputs,
-            config,
-            log,
-            metrics,
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            started: Instant::now(),
-            open_streams: AtomicU32::new(0),
-            demo: demo::Demo::seeded(),
-            reports: api::ReportLimiter::new(),
-        })
-    }
-}
-
-impl AppState {
-    /// What the parked sockets of `transport` get from the fan-out; `None` for a
-    /// transport that does not park (long polling).
-    pub fn output(&self, transport: Transport) -> Option<Arc<Output>> {
-        self.outputs.get(transport.index()).cloned().flatten()
-    }
-
-    /// Appends events to the log: the one publish path (the API's `POST /v1/events`
-    /// and the demo). `503 log_unavailable` when the log did not store them.
-    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, ApiError> {
-        self.log.append(events).await.map_err(|e| match e {
-            AppendError::Unavailable(cause) => {
-                tracing::warn!(%cause, "publish refused: the log is unavailable");
-                ApiError::Unavailable {
-                    code: "log_unavailable",
-                    message: "the event log is unavailable; nothing was published, retry later"
-                        .into(),
-                    enabled: Vec::new(),
-                }
-            }
-        })
-    }
-}
 
 /// Refuses a configuration that cannot be served on `addr`: publishing without a key is
 /// allowed only on loopback.
@@ -203,7 +106,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let static_dir = resolve_static_dir(&state.config.static_dir);
     let mut files = Router::new().fallback_service(ServeDir::new(&static_dir));
     if state.config.demo {
-        api = api.merge(demo::routes());
+        api = api.merge(demo::routes(state.clone()));
     } else {
         let off = || async {
             (
@@ -224,7 +127,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(api)
         .merge(streams)
         .merge(files)
-        .layer(cors(&state.config.allowed_origins))
+        .layer(headers::cors(&state.config.allowed_origins))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -238,70 +141,6 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
-}
-
-fn cors(allowed: &AllowedOrigins) -> CorsLayer {
-    let base = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("last-event-id"),
-        ])
-        .max_age(Duration::from_secs(3600));
-    match allowed {
-        // Same-origin pages need no CORS headers at all.
-        AllowedOrigins::SameOrigin => CorsLayer::new(),
-        AllowedOrigins::Any => base.allow_origin(AllowOrigin::any()),
-        AllowedOrigins::List(list) => base.allow_origin(AllowOrigin::list(
-            list.iter().filter_map(|o| o.parse().ok()),
-        )),
-    }
-}
-
-/// The CORS and request-id headers the router's layers give every response, for a
-/// response written on the socket itself (`serve.rs`): the same policy as [`cors`]
-/// (checked against it in the tests).
-pub(crate) fn response_headers(
-    allowed: &AllowedOrigins,
-    request: &axum::http::HeaderMap,
-) -> Vec<(HeaderName, axum::http::HeaderValue)> {
-    use axum::http::HeaderValue;
-    let mut out = Vec::with_capacity(3);
-    let origin = request.get(header::ORIGIN);
-    let allow = match allowed {
-        AllowedOrigins::SameOrigin => None,
-        AllowedOrigins::Any => Some(HeaderValue::from_static("*")),
-        AllowedOrigins::List(list) => origin
-            .filter(|o| list.iter().any(|l| l.as_bytes() == o.as_bytes()))
-            .cloned(),
-    };
-    if let Some(allow) = allow {
-        out.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, allow));
-    }
-    if !matches!(allowed, AllowedOrigins::SameOrigin) {
-        out.push((
-            header::VARY,
-            HeaderValue::from_static(
-                "origin, access-control-request-method, access-control-request-headers",
-            ),
-        ));
-    }
-    let id = request.get("x-request-id").cloned().unwrap_or_else(|| {
-        let n: u128 = rand::random();
-        let hex = format!("{n:032x}");
-        let uuid = format!(
-            "{}-{}-4{}-a{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[13..16],
-            &hex[17..20],
-            &hex[20..]
-        );
-        HeaderValue::try_from(uuid).unwrap_or(HeaderValue::from_static("-"))
-    });
-    out.push((HeaderName::from_static("x-request-id"), id));
-    out
 }
 
 /// A relative static directory is looked up in the working directory first, then next to

@@ -28,8 +28,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
 use crate::fanout::{SinkIo, write_all};
+use crate::state::AppState;
 use crate::transport::{self, Route, Transport, accepts_event_stream, sse, ws};
 
 /// How long a new connection's first bytes are waited for to choose how to serve it; a
@@ -170,7 +170,7 @@ async fn direct(mut stream: TcpStream, state: Arc<AppState>, head: Box<Head>) {
     drop(consumed);
     let admitted = transport::admit(&state, head.route, &head.uri, &head.headers);
     // The request's headers are not kept for the life of the stream.
-    let common = crate::response_headers(&state.config.allowed_origins, &head.headers);
+    let common = crate::headers::response_headers(&state.config.allowed_origins, &head.headers);
     drop(head);
     let admitted = match admitted {
         Ok(admitted) => admitted,

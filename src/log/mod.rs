@@ -13,7 +13,7 @@
 //! that fell further behind reads the log in batches of at most [`CATCHUP_BATCH`]
 //! events. Nothing is queued per reader beyond one batch, and no reader can miss an
 //! event: it marks the head it has seen before it reads, so an append that lands after
-//! the read wakes it again. This replaced a broadcast ring per hub (measured in
+//! the read wakes it again. This replaced a broadcast ring (measured in
 //! `BENCHMARKS.md`, "The log interface").
 
 pub mod memory;

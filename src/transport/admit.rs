@@ -16,12 +16,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::config::AllowedOrigins;
 use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
 use crate::metrics::{RefusedReason, TransportLabel};
 use crate::protocol::{STREAM_PATH, Transport};
+use crate::state::AppState;
 
 /// Which endpoint a stream request came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

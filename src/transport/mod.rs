@@ -1,7 +1,7 @@
 //! The transports over one subscription, and the one way a stream is admitted.
 //!
 //! Each transport is a thin adapter from a [`crate::log::Subscription`] to its wire
-//! format (`ws.rs`, `sse.rs`, `longpoll.rs`); [`admit`] holds every check a stream
+//! format (`ws.rs`, `sse.rs`, `longpoll.rs`); [`admit()`] holds every check a stream
 //! request passes first. The vocabulary they share (names, paths, control messages)
 //! is [`crate::protocol`].
 
@@ -16,10 +16,10 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::fanout::{Heartbeat as SinkHeartbeat, SinkHandle};
 pub use crate::protocol::{STREAM_PATH, Transport};
+use crate::state::AppState;
 pub(crate) use admit::enabled_names;
 pub use admit::{Admitted, ConnGuard, Route, accepts_event_stream, admit};
 

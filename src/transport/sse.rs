@@ -4,10 +4,10 @@
 //! event's pre-encoded frame. Control frames carry `id:` too, so an `EventSource` that
 //! reconnects by itself resumes from the right place via `Last-Event-ID`.
 //!
-//! Every SSE stream is written by one engine ([`run`]) onto a [`SinkIo`]: the
+//! Every SSE stream is written by one engine (`run`) onto a [`SinkIo`]: the
 //! connection's own socket when the request came first on its connection (`serve.rs`,
 //! the body then delimited by the close), or a pipe into a hyper body when it came later
-//! on a kept-alive connection ([`serve_hyper`]). Either way it parks in the direct
+//! on a kept-alive connection (`serve_hyper`). Either way it parks in the direct
 //! fan-out whenever it has nothing of its own to send, which is most of the time.
 
 use std::sync::Arc;

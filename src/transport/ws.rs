@@ -1,7 +1,7 @@
 //! WebSocket (SPEC §4.3): JSON text frames both ways.
 //!
 //! Server → client: `ready`, `event`, `heartbeat`, `reset`, `reconnect`, `subscribed`,
-//! `pong`, `error`. Client → server: `subscribe`, `unsubscribe`, `ping`. A [`Session`]
+//! `pong`, `error`. Client → server: `subscribe`, `unsubscribe`, `ping`. A `Session`
 //! is one task: a `select!` over the subscription (which ends when the server drains),
 //! the socket and the heartbeat timer.
 //!
@@ -31,7 +31,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -41,12 +41,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+mod ops;
+
 use super::{Admitted, Heartbeat};
 use crate::error::ApiError;
-use crate::event::{Cursor, TopicSet, ws_text_frame};
+use crate::event::ws_text_frame;
 use crate::fanout::{Locked, SinkHandle, SinkIo, SinkWriter, write_all};
 use crate::log::{Item, Subscription};
-use crate::protocol::{ErrorBody, Ready, Reconnect, Subscribed, Transport, to_json};
+use crate::protocol::{ErrorBody, Ready, Reconnect, Transport, to_json};
+use ops::{Reply, handle};
 
 /// Largest client frame the session accepts; larger ones get an error and close 1009.
 pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
@@ -70,9 +73,6 @@ const WRITE_BUFFER: usize = 4096;
 
 /// `{"op":"heartbeat"}` as a whole frame.
 static HEARTBEAT_FRAME: LazyLock<Bytes> = LazyLock::new(|| ws_text_frame(br#"{"op":"heartbeat"}"#));
-/// `{"op":"pong"}` as a whole frame.
-static PONG_FRAME: LazyLock<Bytes> = LazyLock::new(|| ws_text_frame(br#"{"op":"pong"}"#));
-
 type Socket = WebSocketStream<WsIo>;
 
 /// How a session ended; logged once.
@@ -95,20 +95,6 @@ impl CloseReason {
             CloseReason::SocketError => "socket error",
         }
     }
-}
-
-/// Client → server operations.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum ClientOp {
-    Subscribe {
-        topics: Vec<String>,
-        cursor: Option<String>,
-    },
-    Unsubscribe {
-        topics: Vec<String>,
-    },
-    Ping,
 }
 
 #[derive(Serialize)]
@@ -505,87 +491,4 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
         code,
         reason: Utf8Bytes::from_static(reason),
     }))
-}
-
-/// What the session does about a client frame.
-enum Reply {
-    Nothing,
-    Frame(Bytes),
-    Refuse {
-        code: CloseCode,
-        error: &'static str,
-        message: String,
-    },
-}
-
-/// Handles one client frame. Malformed frames end the session (1008, or 1009 when too
-/// large); a well-formed request with a bad value gets an `error` frame and the session
-/// goes on.
-async fn handle(message: Message, sub: &mut Subscription) -> Reply {
-    let text = match message {
-        Message::Text(text) => text,
-        // Protocol pings are answered by the codec; pongs need nothing.
-        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {
-            return Reply::Nothing;
-        }
-        Message::Binary(_) => {
-            return Reply::Refuse {
-                code: CloseCode::Policy,
-                error: "binary_frame",
-                message: "binary frames are not supported; send JSON text frames".into(),
-            };
-        }
-    };
-    if text.len() > MAX_CLIENT_FRAME {
-        return Reply::Refuse {
-            code: CloseCode::Size,
-            error: "frame_too_large",
-            message: format!("client frames are limited to {MAX_CLIENT_FRAME} bytes"),
-        };
-    }
-    let request: ClientOp = match serde_json::from_str(&text) {
-        Ok(op) => op,
-        Err(e) => {
-            return Reply::Refuse {
-                code: CloseCode::Policy,
-                error: "bad_frame",
-                message: format!(
-                    "could not read the frame ({e}); expected JSON such as {{\"op\":\"subscribe\",\"topics\":[\"a\"]}}, {{\"op\":\"unsubscribe\",\"topics\":[\"a\"]}} or {{\"op\":\"ping\"}}"
-                ),
-            };
-        }
-    };
-    let result = match request {
-        ClientOp::Ping => return Reply::Frame(PONG_FRAME.clone()),
-        ClientOp::Subscribe { topics, cursor } => subscribe(sub, &topics, cursor.as_deref()).await,
-        ClientOp::Unsubscribe { topics } => TopicSet::from_names(&topics)
-            .map(|topics| sub.unsubscribe(&topics))
-            .map_err(|e| ("invalid_topic", e.0)),
-    };
-    Reply::Frame(match result {
-        Ok(()) => op(
-            "subscribed",
-            Subscribed {
-                topics: sub.topics(),
-                cursor: sub.cursor(),
-            },
-        ),
-        Err((code, message)) => error_frame(code, &message),
-    })
-}
-
-async fn subscribe(
-    sub: &mut Subscription,
-    topics: &[String],
-    cursor: Option<&str>,
-) -> Result<(), (&'static str, String)> {
-    let topics = TopicSet::from_names(topics).map_err(|e| ("invalid_topic", e.0))?;
-    let cursor = cursor
-        .filter(|c| !c.is_empty())
-        .map(Cursor::parse)
-        .transpose()
-        .map_err(|e| ("invalid_cursor", e.0))?;
-    sub.subscribe(&topics, cursor.as_ref())
-        .await
-        .map_err(|e| ("invalid_topic", e.0))
 }

@@ -1,0 +1,109 @@
+//! `AppState`: what every handler and stream shares, and the one publish path.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::event::{Event, NewEvent};
+use crate::fanout::{self, Output};
+use crate::limits::{REPORTS_PER_SECOND, TokenBucket};
+use crate::log::memory::{MemoryConfig, MemoryLog};
+use crate::log::{AppendError, SharedLog};
+use crate::metrics::{Metrics, TransportLabel};
+use crate::protocol::{TRANSPORTS, Transport};
+
+/// Everything the handlers share. Built once; handlers get `Arc<AppState>`.
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The event log.
+    pub log: SharedLog,
+    /// Counters and gauges.
+    pub metrics: Metrics,
+    /// Cancelled when the server starts draining; hyper connections watch it. Streams
+    /// and long polls learn of the drain from their subscription ([`crate::log::Log::close`]), so no
+    /// shared signal is polled per delivery.
+    pub shutdown: CancellationToken,
+    /// WebSocket sessions (spawned by the upgrade, invisible to axum's graceful shutdown).
+    pub tasks: TaskTracker,
+    /// When the server started.
+    pub started: Instant,
+    /// Open streams now, checked against `max_connections`.
+    pub open_streams: AtomicU32,
+    /// Writes live events straight to the sockets of caught-up SSE and WebSocket streams.
+    pub fanout: Arc<fanout::Fanout>,
+    /// Per transport (by [`Transport::index`]): what its parked sockets get, if any.
+    outputs: Vec<Option<Arc<Output>>>,
+    /// The bucket of client reports (`POST /v1/reports`).
+    pub reports: TokenBucket,
+}
+
+impl AppState {
+    /// Builds the state for a configuration.
+    pub fn new(config: Config) -> Arc<AppState> {
+        let log: SharedLog = Arc::new(MemoryLog::new(MemoryConfig {
+            retain: config.retain,
+            retain_age: config.retain_age.get(),
+        }));
+        let metrics = Metrics::new(log.counters().clone());
+        let fanout = Arc::new(fanout::Fanout::new(
+            log.clone(),
+            metrics.handed_back.clone(),
+        ));
+        let outputs = TRANSPORTS
+            .iter()
+            .map(|spec| {
+                let label = TransportLabel {
+                    transport: spec.transport,
+                };
+                spec.frame.map(|frame| {
+                    Arc::new(Output {
+                        frame,
+                        delivered: metrics.delivered.get_or_create(&label).clone(),
+                    })
+                })
+            })
+            .collect();
+        Arc::new(AppState {
+            fanout,
+            outputs,
+            config,
+            log,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+            open_streams: AtomicU32::new(0),
+            reports: TokenBucket::new(REPORTS_PER_SECOND),
+        })
+    }
+}
+
+impl AppState {
+    /// What the parked sockets of `transport` get from the fan-out; `None` for a
+    /// transport that does not park (long polling).
+    pub fn output(&self, transport: Transport) -> Option<Arc<Output>> {
+        self.outputs.get(transport.index()).cloned().flatten()
+    }
+
+    /// Appends events to the log: the one publish path (the API's `POST /v1/events`
+    /// and the demo). `503 log_unavailable` when the log did not store them.
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, ApiError> {
+        self.log.append(events).await.map_err(|e| match e {
+            AppendError::Unavailable(cause) => {
+                tracing::warn!(%cause, "publish refused: the log is unavailable");
+                ApiError::Unavailable {
+                    code: "log_unavailable",
+                    message: "the event log is unavailable; nothing was published, retry later"
+                        .into(),
+                    enabled: Vec::new(),
+                }
+            }
+        })
+    }
+}
