@@ -48,6 +48,10 @@ class Run:
         self.cmd = cmd
 
 
+# The line after which BENCHMARKS.md is written by hand and kept as it is.
+KEEP = "<!-- Written by hand below this line; bench/report.py keeps it. -->"
+
+
 def load(dirpath):
     runs = {}  # (scenario, server) -> {rep: {"fg":..., "bg":...}}
     for name in sorted(os.listdir(dirpath)):
@@ -946,8 +950,14 @@ def main():
 
     commands_section(data, dirpath, lines)
 
+    # Sections written by hand (comparisons of two builds) follow KEEP and survive.
+    kept = ""
+    if os.path.exists(a.out):
+        old = open(a.out).read()
+        if KEEP in old:
+            kept = "\n" + old[old.index(KEEP):]
     with open(a.out, "w") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
+        f.write("\n".join(lines).rstrip() + "\n" + kept)
     summary_tsv(data, os.path.join(dirpath, "summary.tsv"))
     print(f"report.py: wrote {a.out} and {os.path.join(dirpath, 'summary.tsv')}")
 

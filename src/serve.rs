@@ -161,42 +161,79 @@ fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
 
 /// Admits a stream request and answers it on the socket itself: the error, or the
 /// response head and the stream. Either way the connection closes afterwards.
-async fn direct(mut stream: TcpStream, state: Arc<AppState>, head: Box<Head>) {
+///
+/// A stream runs as a task of its own (tracked by the drain), holding only its own
+/// future, and the connection's task ends here. Measured with 10,000 idle streams
+/// (bytes of RSS per connection): an SSE stream 2,980 inside the connection's task,
+/// 2,344 – 2,352 as a task of its own; a WebSocket 6,071, then 5,140, then 4,449 once
+/// its session is opened here and only its running future is spawned (an async fn
+/// keeps room for locals that were moved out, so opening and running in one future
+/// held the session twice).
+async fn direct(stream: TcpStream, state: Arc<AppState>, head: Box<Head>) {
+    let tasks = state.tasks.clone();
+    match Box::pin(prepare(stream, state, head)).await {
+        Some(Stream::Sse(io, head, session)) => drop(tasks.spawn(sse::run(io, head, session))),
+        Some(Stream::WebSocket(session)) => drop(tasks.spawn(session.run())),
+        None => {}
+    }
+}
+
+/// An admitted stream, its head written or ready to write.
+// Moved into its own task at once: boxing the larger variant would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+enum Stream {
+    /// The connection, the response head, and the subscribed session.
+    Sse(Arc<TcpStream>, Vec<u8>, sse::Session),
+    /// The session, its handshake answered.
+    WebSocket(ws::Session),
+}
+
+/// Reads the head, admits the request, and answers what is not a long-lived stream
+/// (an error, a long poll, the handshake of a WebSocket). `None` when it is done.
+async fn prepare(mut stream: TcpStream, state: Arc<AppState>, head: Box<Head>) -> Option<Stream> {
     // Consume the head that was only looked at so far (it is already in the socket).
     let mut consumed = vec![0u8; head.len];
-    if stream.read_exact(&mut consumed).await.is_err() {
-        return;
-    }
+    stream.read_exact(&mut consumed).await.ok()?;
     drop(consumed);
     let admitted = transport::admit(&state, head.route, &head.uri, &head.headers);
-    // The request's headers are not kept for the life of the stream.
     let common = crate::headers::response_headers(&state.config.allowed_origins, &head.headers);
     drop(head);
     let admitted = match admitted {
         Ok(admitted) => admitted,
-        Err(e) => return answer(&stream, e.into_response(), &common).await,
+        Err(e) => {
+            answer(&stream, e.into_response(), &common).await;
+            return None;
+        }
     };
     match admitted.transport {
         Transport::Sse => {
             let session = sse::open(admitted).await;
             let headers = sse::headers();
             let head = response_head(StatusCode::OK, pairs(&headers).chain(pairs(&common)), None);
-            sse::run(Arc::new(stream), head, session).await;
+            Some(Stream::Sse(Arc::new(stream), head, session))
         }
         Transport::WebSocket => {
             let accept = match ws::accept_key(&admitted) {
                 Ok(accept) => accept,
-                Err(e) => return answer(&stream, e.into_response(), &common).await,
+                Err(e) => {
+                    answer(&stream, e.into_response(), &common).await;
+                    return None;
+                }
             };
             let handshake = ws::switching_protocols(&accept);
             let written = tokio::time::timeout(ANSWER_TIMEOUT, write_all(&stream, &handshake));
-            if matches!(written.await, Ok(Ok(()))) {
-                ws::run(Arc::new(stream), admitted).await;
+            if !matches!(written.await, Ok(Ok(()))) {
+                return None;
             }
+            ws::Session::open(Arc::new(stream), admitted)
+                .await
+                .map(Stream::WebSocket)
         }
         Transport::LongPoll => {
             let response = transport::longpoll::serve(admitted).await;
             answer(&stream, response.into_response(), &common).await;
+            None
         }
     }
 }

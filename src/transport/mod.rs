@@ -17,7 +17,10 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 
 use crate::error::ApiError;
+use bytes::{BufMut, Bytes, BytesMut};
+
 use crate::fanout::{Heartbeat as SinkHeartbeat, SinkHandle};
+use crate::log::{Item, Subscription};
 pub use crate::protocol::{STREAM_PATH, Transport};
 use crate::state::AppState;
 pub(crate) use admit::enabled_names;
@@ -48,6 +51,38 @@ pub(crate) async fn handler(State(state): State<Arc<AppState>>, request: Request
         Transport::LongPoll => longpoll::serve(admitted).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The frame of one item and of every item ready after it, until `max_frames` frames or
+/// `max_bytes` bytes; the events among them; whether it stopped at a limit (more may be
+/// ready). A single item is its shared frame, not a copy. `frame` gives an item's bytes
+/// and whether it is an event.
+pub(crate) fn coalesce(
+    first: Item,
+    sub: &mut Subscription,
+    frame: fn(Item) -> (Bytes, u64),
+    max_frames: usize,
+    max_bytes: usize,
+) -> (Bytes, u64, bool) {
+    let (first, mut events) = frame(first);
+    let Some(second) = sub.try_next() else {
+        return (first, events, false);
+    };
+    let mut buf = BytesMut::with_capacity(first.len() * 2);
+    buf.put_slice(&first);
+    let mut frames = 1;
+    let mut item = Some(second);
+    while let Some(next) = item {
+        let (bytes, n) = frame(next);
+        buf.put_slice(&bytes);
+        events += n;
+        frames += 1;
+        if frames >= max_frames || buf.len() >= max_bytes {
+            return (buf.freeze(), events, true);
+        }
+        item = sub.try_next();
+    }
+    (buf.freeze(), events, false)
 }
 
 /// When a stream owes its client a heartbeat: after `every` without a write.

@@ -209,7 +209,8 @@ async fn next_chunk(sub: &mut Subscription, due: &mut Heartbeat) -> Chunk {
     tokio::select! {
         item = sub.next() => match item {
             Some(item) => {
-                let (bytes, events, more) = coalesce(item, sub);
+                let (bytes, events, more) =
+                    super::coalesce(item, sub, frame, usize::MAX, MAX_COALESCE_BYTES);
                 Chunk::Events { bytes, events, more }
             }
             None => Chunk::End(reconnect(sub)),
@@ -234,29 +235,6 @@ fn reconnect(sub: &Subscription) -> Bytes {
     let mut buf = BytesMut::new();
     control(&mut buf, "reconnect", &sub.cursor(), &to_json(&reconnect));
     buf.freeze()
-}
-
-/// The frame for one item, plus every item ready right after it, up to
-/// [`MAX_COALESCE_BYTES`], and whether more may be ready (it stopped at the limit). A
-/// single event is its shared bytes, not a copy.
-fn coalesce(first: Item, sub: &mut Subscription) -> (Bytes, u64, bool) {
-    let (first, mut events) = frame(first);
-    let Some(second) = sub.try_next() else {
-        return (first, events, false);
-    };
-    let mut buf = BytesMut::with_capacity(first.len() * 2);
-    buf.put_slice(&first);
-    let mut item = Some(second);
-    while let Some(next) = item {
-        let (bytes, n) = frame(next);
-        buf.put_slice(&bytes);
-        events += n;
-        if buf.len() >= MAX_COALESCE_BYTES {
-            return (buf.freeze(), events, true);
-        }
-        item = sub.try_next();
-    }
-    (buf.freeze(), events, false)
 }
 
 fn frame(item: Item) -> (Bytes, u64) {

@@ -26,11 +26,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::timeout;
@@ -43,7 +42,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 mod ops;
 
-use super::{Admitted, Heartbeat};
+use super::{Admitted, ConnGuard, Heartbeat};
 use crate::error::ApiError;
 use crate::event::ws_text_frame;
 use crate::fanout::{Locked, SinkHandle, SinkIo, SinkWriter, write_all};
@@ -162,56 +161,24 @@ pub(crate) fn serve_upgrade(
     Ok(response)
 }
 
-/// Runs the session of an admitted stream on `io`, after the handshake.
+/// Opens the session of an admitted stream on `io`, after the handshake, and runs it.
 pub(crate) async fn run(io: Arc<dyn SinkIo>, admitted: Admitted) {
-    let Admitted {
-        guard,
-        topics,
-        cursor,
-        ..
-    } = admitted;
-    let state = guard.state().clone();
-    let Some(output) = state.output(Transport::WebSocket) else {
-        return;
-    };
-    let sink = state.fanout.sink(io.clone(), output);
-    let codec_io = WsIo {
-        stream: io.clone(),
-        writer: sink.writer(),
-        rest: Bytes::new(),
-    };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_CODEC_MESSAGE))
-        .max_frame_size(Some(MAX_CODEC_MESSAGE))
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER);
-    let socket = WebSocketStream::from_raw_socket(codec_io, Role::Server, Some(config)).await;
-    let heartbeat = state.config.heartbeat.get();
-    let sub = Subscription::open(state.log.clone(), topics, cursor.as_ref()).await;
-    let session = Session {
-        socket,
-        io,
-        sink,
-        sub,
-        delivered: guard.delivered.clone(),
-        due: Heartbeat::new(heartbeat),
-        parked: false,
-        caught_up: true,
-    };
-    let reason = session.run(heartbeat).await;
-    tracing::debug!(reason = reason.describe(), "websocket closed");
-    drop(guard);
+    if let Some(session) = Session::open(io, admitted).await {
+        session.run().await;
+    }
 }
 
 /// One WebSocket stream: its socket (read by the codec), its sink in the fan-out, its
 /// subscription and its heartbeat.
-struct Session {
+pub(crate) struct Session {
+    /// Keeps the stream counted for as long as it lives.
+    guard: ConnGuard,
+    heartbeat: Duration,
     socket: Socket,
     /// The connection, for the session's own (pre-encoded) frames.
     io: Arc<dyn SinkIo>,
     sink: SinkHandle,
     sub: Subscription,
-    delivered: Counter,
     due: Heartbeat,
     /// The fan-out writes the socket.
     parked: bool,
@@ -228,7 +195,51 @@ enum Wrote {
 type Step = Result<Wrote, CloseReason>;
 
 impl Session {
-    async fn run(mut self, heartbeat: Duration) -> CloseReason {
+    /// Subscribes an admitted stream and starts the codec on `io` (after the handshake).
+    pub(crate) async fn open(io: Arc<dyn SinkIo>, admitted: Admitted) -> Option<Session> {
+        let Admitted {
+            guard,
+            topics,
+            cursor,
+            ..
+        } = admitted;
+        let state = guard.state().clone();
+        let output = state.output(Transport::WebSocket)?;
+        let sink = state.fanout.sink(io.clone(), output);
+        let codec_io = WsIo {
+            stream: io.clone(),
+            writer: sink.writer(),
+            rest: Bytes::new(),
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_CODEC_MESSAGE))
+            .max_frame_size(Some(MAX_CODEC_MESSAGE))
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER);
+        let socket = WebSocketStream::from_raw_socket(codec_io, Role::Server, Some(config)).await;
+        let heartbeat = state.config.heartbeat.get();
+        let sub = Subscription::open(state.log.clone(), topics, cursor.as_ref()).await;
+        Some(Session {
+            guard,
+            heartbeat,
+            socket,
+            io,
+            sink,
+            sub,
+            due: Heartbeat::new(heartbeat),
+            parked: false,
+            caught_up: true,
+        })
+    }
+
+    /// Runs the session until it ends; logs how.
+    pub(crate) async fn run(mut self) {
+        let reason = self.serve().await;
+        tracing::debug!(reason = reason.describe(), "websocket closed");
+    }
+
+    async fn serve(&mut self) -> CloseReason {
+        let heartbeat = self.heartbeat;
         let ready = op(
             "ready",
             Ready {
@@ -251,15 +262,18 @@ impl Session {
                 self.parked = self.sink.park(&mut self.sub, self.due.last());
             }
             let step = tokio::select! {
-                frame = self.socket.next() => self.on_frame(frame).await,
+                // The handlers are boxed: an idle session's task holds only what it
+                // waits on (measured on the future of open + run: 2,408 bytes instead of
+                // 2,680).
+                frame = self.socket.next() => Box::pin(self.on_frame(frame)).await,
                 () = self.sink.handed_back(), if self.parked => {
                     // The socket was full (or the server drains): the task catches up.
                     self.parked = false;
                     self.caught_up = false;
-                    self.unpark().await.map(|()| Wrote::No)
+                    Box::pin(self.unpark()).await.map(|()| Wrote::No)
                 },
-                item = self.sub.next(), if !self.parked => self.on_item(item).await,
-                () = self.due.due() => self.on_heartbeat().await,
+                item = self.sub.next(), if !self.parked => Box::pin(self.on_item(item)).await,
+                () = self.due.due() => Box::pin(self.on_heartbeat()).await,
             };
             match step {
                 Ok(Wrote::Yes) => self.due.wrote(),
@@ -327,8 +341,14 @@ impl Session {
             .await;
             return Err(CloseReason::Shutdown);
         };
-        let (frames, events, full) = coalesce(item, &mut self.sub);
-        self.delivered.inc_by(events);
+        let (frames, events, full) = super::coalesce(
+            item,
+            &mut self.sub,
+            frame,
+            MAX_COALESCE_FRAMES,
+            MAX_COALESCE_BYTES,
+        );
+        self.guard.delivered.inc_by(events);
         // It stopped at a limit: more may be ready.
         self.caught_up = !full;
         self.write(&frames).await
@@ -394,31 +414,6 @@ async fn within_send_timeout<E>(
         Ok(Err(_)) => Err(CloseReason::SocketError),
         Err(_) => Err(CloseReason::SlowConsumer),
     }
-}
-
-/// The frames of one item and of every item ready after it, up to
-/// [`MAX_COALESCE_FRAMES`] and [`MAX_COALESCE_BYTES`]; the events among them; whether it
-/// stopped at a limit. A single event is its shared frame, not a copy.
-fn coalesce(first: Item, sub: &mut Subscription) -> (Bytes, u64, bool) {
-    let (first, mut events) = frame(first);
-    let Some(second) = sub.try_next() else {
-        return (first, events, false);
-    };
-    let mut buf = BytesMut::with_capacity(first.len() * 2);
-    buf.put_slice(&first);
-    let mut frames = 1;
-    let mut item = Some(second);
-    while let Some(next) = item {
-        let (bytes, n) = frame(next);
-        buf.put_slice(&bytes);
-        events += n;
-        frames += 1;
-        if frames >= MAX_COALESCE_FRAMES || buf.len() >= MAX_COALESCE_BYTES {
-            return (buf.freeze(), events, true);
-        }
-        item = sub.try_next();
-    }
-    (buf.freeze(), events, false)
 }
 
 fn frame(item: Item) -> (Bytes, u64) {
