@@ -38,9 +38,9 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_ADDR", default_value = "127.0.0.1:3000", value_parser = parse_addr)]
     pub addr: SocketAddr,
 
-    /// Enabled transports, in preference order: a comma-separated subset of
-    /// websocket, sse, longpoll. Empty or "none" switches live updates off.
-    #[arg(long, env = "SWITCHYARD_TRANSPORTS", default_value = "websocket,sse,longpoll", value_parser = parse_transports)]
+    /// Enabled transports, in preference order: a comma-separated subset of the
+    /// transports (the help lists them). Empty or "none" switches live updates off.
+    #[arg(long, env = "SWITCHYARD_TRANSPORTS", default_value_t = Transports::all(), value_parser = parse_transports, help = TRANSPORTS_HELP.as_str())]
     pub transports: Transports,
 
     /// Heartbeat interval on idle streams (e.g. 15s, 500ms).
@@ -109,7 +109,27 @@ impl HumanDuration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transports(pub Vec<Transport>);
 
+/// The `--help` line of `SWITCHYARD_TRANSPORTS`, naming every transport of the table.
+static TRANSPORTS_HELP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "Enabled transports, in preference order: a comma-separated subset of {}. Empty or \"none\" switches live updates off",
+        Transport::names()
+    )
+});
+
+impl std::fmt::Display for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|t| t.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 impl Transports {
+    /// Every transport, in the default preference order.
+    pub fn all() -> Transports {
+        Transports(Transport::ALL.to_vec())
+    }
+
     /// Whether `t` is enabled.
     pub fn enabled(&self, t: Transport) -> bool {
         self.0.contains(&t)

@@ -82,10 +82,12 @@ impl Subscription {
     /// Positions the subscription after `cursor` (or at the head), recording a reset
     /// when the cursor cannot be resumed, and reads the first batch.
     async fn seek(&mut self, cursor: Option<&Cursor>) {
-        if let Some(head) = self.head.as_mut() {
-            head.borrow_and_update();
-        }
-        let head = self.log.head();
+        // The watch carries the head (set under the log's lock with each append): no
+        // lock taken here while the log is open.
+        let head = match self.head.as_mut() {
+            Some(head) => head.borrow_and_update().seq,
+            None => self.log.head(),
+        };
         let reason = match cursor {
             None => None,
             Some(c) if *c.epoch != *self.log.epoch() => Some(ResetReason::UnknownEpoch),
