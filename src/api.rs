@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::auth::{AuthError, request_token};
 use crate::error::ApiError;
 use crate::event::{NewEvent, TopicSet};
-use crate::metrics::{FallbackLabel, TransportLabel};
+use crate::metrics::{FallbackLabel, RefusedLabel, RefusedReason, TransportLabel};
 use crate::state::AppState;
 use crate::transport::{Transport, disabled_reason};
 
@@ -234,6 +235,46 @@ struct Report {
     reason: String,
 }
 
+/// `POST /v1/tickets`: the request's token (Bearer, or the `switchyard_token` cookie)
+/// for a one-time ticket, good for one stream open (`?ticket=`) within 30 s.
+pub(crate) async fn ticket(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !state.access.has_key() {
+        return Err(ApiError::bad_request(
+            "tokens_off",
+            "this server verifies no tokens (no SWITCHYARD_TOKEN_SECRET or SWITCHYARD_TOKEN_PUBLIC_KEY_FILE): connect without a ticket",
+        ));
+    }
+    let token = request_token(&headers)?.ok_or_else(|| ApiError::Token {
+        code: "token_required",
+        message: "POST /v1/tickets takes the token as `Authorization: Bearer <jwt>` or the switchyard_token cookie".into(),
+    })?;
+    let grant = state
+        .access
+        .verify(token)
+        .inspect_err(|e| refused(&state, e))?;
+    let (ticket, ttl) = state
+        .access
+        .tickets
+        .issue(grant)
+        .ok_or(ApiError::TooManyRequests(
+            "too many tickets are waiting for their streams; retry in a few seconds",
+        ))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(json!({ "ticket": ticket, "expires_in_ms": ttl.as_millis() as u64 })),
+    )
+        .into_response())
+}
+
+/// Counts a refused token.
+fn refused(state: &AppState, e: &AuthError) {
+    state.metrics.refuse(crate::transport::refused_reason(e));
+}
+
 /// `POST /v1/reports`: a browser client says it fell back, and why. Counted, not stored.
 pub(crate) async fn report(
     State(state): State<Arc<AppState>>,
@@ -328,6 +369,16 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
                 .get()
         })
         .sum();
+    let refused: serde_json::Map<String, Value> = RefusedReason::ALL
+        .iter()
+        .map(|&reason| {
+            let n = m
+                .refused
+                .get(&RefusedLabel { reason })
+                .map_or(0, |c| c.get());
+            (reason.name().to_owned(), json!(n))
+        })
+        .collect();
     let log = state.log.stats();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -355,6 +406,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
             "upgrade_stripped": m.upgrade_stripped.get(),
             "fallbacks": fallbacks,
             "reports_dropped": m.reports_dropped.get(),
+            "refused": refused,
         },
     });
     (

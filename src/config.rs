@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
+use crate::event::Patterns;
 use crate::protocol::Transport;
 
 /// Longest heartbeat interval accepted.
@@ -58,6 +59,29 @@ pub struct Config {
     /// Oldest event the log keeps (e.g. 1h, 30m).
     #[arg(long, env = "SWITCHYARD_RETAIN_AGE", default_value = "1h", value_parser = parse_retain_age)]
     pub retain_age: HumanDuration,
+
+    /// HMAC secret (32 bytes or more) that verifies HS256 subscriber tokens (SPEC §9).
+    #[arg(long, env = "SWITCHYARD_TOKEN_SECRET", hide_env_values = true, value_parser = parse_token_secret)]
+    pub token_secret: Option<String>,
+
+    /// PEM public key (RSA, P-256 or Ed25519) that verifies RS256 / ES256 / EdDSA
+    /// subscriber tokens.
+    #[arg(long, env = "SWITCHYARD_TOKEN_PUBLIC_KEY_FILE")]
+    pub token_public_key_file: Option<PathBuf>,
+
+    /// When set, a token's `iss` must equal it.
+    #[arg(long, env = "SWITCHYARD_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+
+    /// When set, a token's `aud` must name it.
+    #[arg(long, env = "SWITCHYARD_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+
+    /// Topic patterns anyone may follow without a token, comma-separated (projects,
+    /// projects/*, or * for every topic). Unset: every topic when no token key is set,
+    /// none when one is.
+    #[arg(long, env = "SWITCHYARD_PUBLIC_TOPICS", value_parser = Patterns::parse_list)]
+    pub public_topics: Option<Patterns>,
 
     /// Bearer key for POST /v1/events. Unset is allowed only on a loopback address.
     #[arg(long, env = "SWITCHYARD_PUBLISH_KEY", hide_env_values = true, value_parser = parse_key)]
@@ -226,6 +250,19 @@ fn one_line_error(err: &clap::Error) -> Option<String> {
         value
     };
     Some(format!("invalid {name}={shown:?}: {reason}"))
+}
+
+/// Shortest HMAC secret accepted (RFC 7518 §3.2: a key of the hash's size).
+const MIN_TOKEN_SECRET: usize = 32;
+
+fn parse_token_secret(s: &str) -> Result<String, String> {
+    if s.len() < MIN_TOKEN_SECRET {
+        return Err(format!(
+            "the secret is {} bytes; HS256 needs at least {MIN_TOKEN_SECRET} (e.g. openssl rand -hex 32)",
+            s.len()
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

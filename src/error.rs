@@ -23,6 +23,18 @@ pub enum ApiError {
     /// Missing or wrong publish key (`401`).
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A subscriber token is missing, invalid or expired (`401`): `token_required`,
+    /// `token_invalid`, `token_expired`.
+    #[error("{message}")]
+    Token {
+        /// Machine-readable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The token does not allow a topic asked for (`403`).
+    #[error("{0}")]
+    TopicForbidden(String),
     /// The request `Origin` is not allowed (`403`).
     #[error("origin {0:?} is not allowed (SWITCHYARD_ALLOWED_ORIGINS)")]
     OriginNotAllowed(String),
@@ -83,6 +95,8 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            ApiError::Token { code, .. } => (StatusCode::UNAUTHORIZED, code),
+            ApiError::TopicForbidden(_) => (StatusCode::FORBIDDEN, "topic_forbidden"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -154,6 +154,98 @@ impl Serialize for TopicSet {
     }
 }
 
+/// Most patterns in a token's `topics` or in `SWITCHYARD_PUBLIC_TOPICS`.
+pub const MAX_PATTERNS: usize = 1000;
+
+/// Topic patterns: a topic name, or a prefix ending in `*` (`projects/*`; `*` alone is
+/// every topic).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Patterns {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl Patterns {
+    /// Every topic.
+    pub fn all() -> Patterns {
+        Patterns {
+            exact: Vec::new(),
+            prefixes: vec![String::new()],
+        }
+    }
+
+    /// Parses patterns, each a topic name or a prefix ending in `*`.
+    pub fn parse<I, S>(patterns: I) -> Result<Patterns, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out = Patterns::default();
+        for (i, p) in patterns.into_iter().enumerate() {
+            let p = p.as_ref().trim();
+            if i >= MAX_PATTERNS {
+                return Err(format!("at most {MAX_PATTERNS} topic patterns"));
+            }
+            let (stem, prefix) = match p.strip_suffix('*') {
+                Some(stem) => (stem, true),
+                None => (p, false),
+            };
+            let valid = stem.len() <= MAX_TOPIC_LEN
+                && stem
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'));
+            if !valid || (!prefix && stem.is_empty()) {
+                return Err(format!(
+                    "topic pattern {:?} must be a topic name or a prefix ending in * (projects/*, or * for every topic)",
+                    p.chars().take(40).collect::<String>()
+                ));
+            }
+            if prefix {
+                out.prefixes.push(stem.to_owned());
+            } else {
+                out.exact.push(stem.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses a comma-separated list (`SWITCHYARD_PUBLIC_TOPICS`); empty is none.
+    pub fn parse_list(list: &str) -> Result<Patterns, String> {
+        if list.trim().is_empty() {
+            return Ok(Patterns::default());
+        }
+        Patterns::parse(list.split(','))
+    }
+
+    /// Whether `topic` matches one of the patterns.
+    pub fn matches(&self, topic: &str) -> bool {
+        self.exact.iter().any(|e| e == topic)
+            || self.prefixes.iter().any(|p| topic.starts_with(p.as_str()))
+    }
+
+    /// Whether every topic matches (`*`).
+    pub fn is_all(&self) -> bool {
+        self.prefixes.iter().any(String::is_empty)
+    }
+
+    /// Whether no topic matches.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+impl std::fmt::Display for Patterns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self
+            .exact
+            .iter()
+            .cloned()
+            .chain(self.prefixes.iter().map(|p| format!("{p}*")))
+            .collect();
+        f.write_str(&all.join(","))
+    }
+}
+
 /// A position in the log: the epoch of the log and a sequence number.
 ///
 /// Printed as `<epoch>-<seq>` (e.g. `k7Qm2x-1042`). Sequence 0 means "before the first

@@ -25,6 +25,7 @@
 //! process returns within [`DRAIN_TIMEOUT`].
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -69,13 +70,23 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest a non-streaming API request may take.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Refuses a configuration that cannot be served on `addr`: publishing without a key is
+/// Refuses a configuration that cannot be served on `addr`: publishing without a key, and
+/// topics public by default (no token key, no explicit `SWITCHYARD_PUBLIC_TOPICS`), are
 /// allowed only on loopback.
 pub fn check_config(config: &Config, addr: SocketAddr) -> Result<(), String> {
     if config.publish_key.is_none() && !addr.ip().is_loopback() {
         return Err(format!(
             "SWITCHYARD_PUBLISH_KEY is unset but SWITCHYARD_ADDR={addr} is not a loopback address: \
              anyone could publish. Set SWITCHYARD_PUBLISH_KEY (16+ characters) or listen on 127.0.0.1"
+        ));
+    }
+    let has_key = config.token_secret.is_some() || config.token_public_key_file.is_some();
+    if !has_key && config.public_topics.is_none() && !addr.ip().is_loopback() {
+        return Err(format!(
+            "SWITCHYARD_ADDR={addr} is not a loopback address and no token key is set: anyone \
+             could read every topic (notifications/<user> too). Set SWITCHYARD_TOKEN_SECRET or \
+             SWITCHYARD_TOKEN_PUBLIC_KEY_FILE, or SWITCHYARD_PUBLIC_TOPICS (\"*\" to make every \
+             topic public knowingly)"
         ));
     }
     Ok(())
@@ -91,6 +102,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/reports",
             post(api::report).layer(DefaultBodyLimit::max(api::MAX_REPORT_BODY)),
+        )
+        .route(
+            "/v1/tickets",
+            post(api::ticket).layer(DefaultBodyLimit::max(api::MAX_REPORT_BODY)),
         )
         .route("/v1/negotiate", get(api::negotiate))
         .route("/v1/status", get(api::status))
@@ -168,7 +183,7 @@ pub async fn run(
     if !static_dir.is_dir() {
         tracing::warn!(dir = %static_dir.display(), "static directory not found; the demo page and client will 404");
     }
-    let state = AppState::new(config);
+    let state = AppState::new(config).map_err(std::io::Error::other)?;
     tracing::info!(
         %addr,
         epoch = state.log.epoch(),

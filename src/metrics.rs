@@ -27,7 +27,7 @@ pub struct TransportLabel {
 /// Label: why a stream request was refused before it opened.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabel {
-    /// `disabled`, `capacity` or `origin`.
+    /// `disabled`, `capacity`, `origin`, or a token refusal (`token_required`, …).
     pub reason: RefusedReason,
 }
 
@@ -41,6 +41,40 @@ pub enum RefusedReason {
     capacity,
     /// `Origin` not allowed.
     origin,
+    /// A private topic without a token.
+    token_required,
+    /// A token (or ticket) that cannot be used.
+    token_invalid,
+    /// An expired token.
+    token_expired,
+    /// A topic the token does not allow.
+    topic_forbidden,
+}
+
+impl RefusedReason {
+    /// Every reason, for status.
+    pub const ALL: [RefusedReason; 7] = [
+        RefusedReason::disabled,
+        RefusedReason::capacity,
+        RefusedReason::origin,
+        RefusedReason::token_required,
+        RefusedReason::token_invalid,
+        RefusedReason::token_expired,
+        RefusedReason::topic_forbidden,
+    ];
+
+    /// The reason's name, as in the metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusedReason::disabled => "disabled",
+            RefusedReason::capacity => "capacity",
+            RefusedReason::origin => "origin",
+            RefusedReason::token_required => "token_required",
+            RefusedReason::token_invalid => "token_invalid",
+            RefusedReason::token_expired => "token_expired",
+            RefusedReason::topic_forbidden => "topic_forbidden",
+        }
+    }
 }
 
 /// Label set of a client-reported fallback.

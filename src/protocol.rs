@@ -195,6 +195,15 @@ impl Reconnect {
             after_ms: rand::rng().random_range(RECONNECT_AFTER_MS),
         }
     }
+
+    /// A reconnect for a stream whose token expired: fetch a new token and come back
+    /// from the cursor, at once.
+    pub fn token_expired() -> Reconnect {
+        Reconnect {
+            reason: "token_expired",
+            after_ms: 0,
+        }
+    }
 }
 
 /// `subscribed` (WebSocket): the topics now followed, and the cursor handed out so far.

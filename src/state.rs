@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Access;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::event::{Event, NewEvent};
@@ -23,6 +24,8 @@ pub struct AppState {
     pub config: Config,
     /// The event log.
     pub log: SharedLog,
+    /// Who may follow which topics: token verification, public topics, tickets.
+    pub access: Access,
     /// Counters and gauges.
     pub metrics: Metrics,
     /// Cancelled when the server starts draining; hyper connections watch it. Streams
@@ -45,7 +48,11 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state for a configuration.
-    pub fn new(config: Config) -> Arc<AppState> {
+    ///
+    /// `Err` with a one-line reason for a configuration that cannot be served (a token
+    /// key that cannot be read).
+    pub fn new(config: Config) -> Result<Arc<AppState>, String> {
+        let access = Access::from_config(&config)?;
         let log: SharedLog = Arc::new(MemoryLog::new(MemoryConfig {
             retain: config.retain,
             retain_age: config.retain_age.get(),
@@ -69,7 +76,8 @@ impl AppState {
                 })
             })
             .collect();
-        Arc::new(AppState {
+        Ok(Arc::new(AppState {
+            access,
             fanout,
             outputs,
             config,
@@ -80,7 +88,7 @@ impl AppState {
             started: Instant::now(),
             open_streams: AtomicU32::new(0),
             reports: TokenBucket::new(REPORTS_PER_SECOND),
-        })
+        }))
     }
 }
 

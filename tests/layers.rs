@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["log"],
     &["fanout"],
     &["error", "config", "metrics", "limits"],
-    &["headers"],
+    &["headers", "auth"],
     &["state"],
     &["transport"],
     &["api", "demo"],

@@ -3,12 +3,13 @@
 //! path (`serve.rs`) call. The token check of private topics belongs here too.
 //!
 //! In order: a stripped WebSocket upgrade, which transport the request asks for, the
-//! operator's switch for it, the query (topics, cursor), the `Origin`, the WebSocket
-//! handshake headers, and last the connection cap (so a refused request never holds a
-//! slot).
+//! operator's switch for it, the query (topics, cursor), the `Origin`, the token (a
+//! ticket, a bearer token or the cookie) against every topic, the WebSocket handshake
+//! headers, and last the connection cap (so a refused request never holds a slot).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
@@ -16,6 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 
+use crate::auth::{AuthError, Grant, request_token};
 use crate::config::AllowedOrigins;
 use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
@@ -49,6 +51,7 @@ struct StreamQuery {
     topics: Option<String>,
     cursor: Option<String>,
     timeout: Option<String>,
+    ticket: Option<String>,
 }
 
 /// A stream that passed every check, holding its slot under the connection cap.
@@ -63,6 +66,11 @@ pub struct Admitted {
     pub timeout: Option<String>,
     /// `Sec-WebSocket-Key` of a WebSocket handshake.
     pub websocket_key: Option<HeaderValue>,
+    /// What the request's token allows, if it carried one.
+    pub grant: Option<Grant>,
+    /// When the stream must end because its token expires: set when some topic is not
+    /// public.
+    pub expires: Option<SystemTime>,
     /// Counts the stream as open for as long as it lives.
     pub guard: ConnGuard,
 }
@@ -96,11 +104,16 @@ pub fn admit(
         state.metrics.refuse(RefusedReason::disabled);
         return Err(unavailable(state, named.then_some(transport)));
     }
-    let (topics, cursor, timeout) = parse_query(uri, headers)?;
+    let (topics, cursor, timeout, ticket) = parse_query(uri, headers)?;
     if let Err(e) = origin_allowed(&state.config.allowed_origins, headers) {
         state.metrics.refuse(RefusedReason::origin);
         return Err(e);
     }
+    let (grant, expires) = authorize(state, &topics, ticket.as_deref(), headers).map_err(|e| {
+        state.metrics.refuse(refused_reason(&e));
+        tracing::debug!(code = e.code(), error = %e, "stream refused");
+        ApiError::from(e)
+    })?;
     let websocket_key = match transport {
         Transport::WebSocket => Some(websocket_handshake(headers)?.clone()),
         _ => None,
@@ -112,16 +125,53 @@ pub fn admit(
         cursor,
         timeout,
         websocket_key,
+        grant,
+        expires,
         guard,
     })
 }
 
+/// The grant a request carries (a ticket, else a bearer token or the cookie), checked
+/// against its topics; and when the stream must end for it. Tokens are not looked at
+/// when the server verifies none.
+fn authorize(
+    state: &AppState,
+    topics: &TopicSet,
+    ticket: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(Option<Grant>, Option<SystemTime>), AuthError> {
+    let access = &state.access;
+    let grant = match ticket.filter(|_| access.has_key()) {
+        Some(ticket) => Some(access.tickets.redeem(ticket).ok_or_else(|| {
+            AuthError::Invalid(
+                "the ticket is unknown, used or expired (a ticket opens one stream, within 30 s of POST /v1/tickets)".into(),
+            )
+        })?),
+        None if access.has_key() => request_token(headers)?
+            .map(|token| access.verify(token))
+            .transpose()?,
+        None => None,
+    };
+    let needed = access.check(topics, grant.as_ref())?;
+    let expires = grant.as_ref().filter(|_| needed).map(|g| g.expires);
+    Ok((grant, expires))
+}
+
+/// The refusal counter of a token error.
+pub(crate) fn refused_reason(e: &AuthError) -> RefusedReason {
+    match e {
+        AuthError::Required(_) => RefusedReason::token_required,
+        AuthError::Invalid(_) => RefusedReason::token_invalid,
+        AuthError::Expired => RefusedReason::token_expired,
+        AuthError::Forbidden(..) => RefusedReason::topic_forbidden,
+    }
+}
+
 /// Validates the query. `Last-Event-ID` (sent by `EventSource` on reconnect) is newer
 /// than a `cursor` left in the URL, so it wins.
-fn parse_query(
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<(TopicSet, Option<Cursor>, Option<String>), ApiError> {
+type Query4 = (TopicSet, Option<Cursor>, Option<String>, Option<String>);
+
+fn parse_query(uri: &Uri, headers: &HeaderMap) -> Result<Query4, ApiError> {
     let Query(query) = Query::<StreamQuery>::try_from_uri(uri).map_err(|e| {
         ApiError::bad_request("invalid_query", format!("query string: {}", e.body_text()))
     })?;
@@ -148,7 +198,7 @@ fn parse_query(
         }
         _ => None,
     };
-    Ok((topics, cursor, query.timeout))
+    Ok((topics, cursor, query.timeout, query.ticket))
 }
 
 /// Whether the request asks for a WebSocket (`Upgrade: websocket`).

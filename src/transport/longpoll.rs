@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 
-use super::Admitted;
+use super::{Admitted, Expiry};
 use crate::error::ApiError;
 use crate::event::Event;
 use crate::log::{Item, Reset, Subscription};
@@ -23,6 +23,7 @@ pub(crate) async fn serve(admitted: Admitted) -> Result<Response, ApiError> {
         topics,
         cursor,
         timeout,
+        expires,
         ..
     } = admitted;
     let state = guard.state().clone();
@@ -34,6 +35,7 @@ pub(crate) async fn serve(admitted: Admitted) -> Result<Response, ApiError> {
     answer.collect(&mut sub, batch);
     let mut reconnect = None;
     if answer.is_empty() {
+        let mut expiry = Expiry::new(expires);
         tokio::select! {
             item = sub.next() => match item {
                 Some(item) => {
@@ -45,6 +47,7 @@ pub(crate) async fn serve(admitted: Admitted) -> Result<Response, ApiError> {
                 None => reconnect = Some(Reconnect::shutdown()),
             },
             () = tokio::time::sleep(wait) => {}
+            () = expiry.wait() => reconnect = Some(Reconnect::token_expired()),
         }
     }
     guard.delivered.inc_by(answer.events.len() as u64);

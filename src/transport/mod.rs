@@ -23,8 +23,8 @@ use crate::fanout::{Heartbeat as SinkHeartbeat, SinkHandle};
 use crate::log::{Item, Subscription};
 pub use crate::protocol::{STREAM_PATH, Transport};
 use crate::state::AppState;
-pub(crate) use admit::enabled_names;
 pub use admit::{Admitted, ConnGuard, Route, accepts_event_stream, admit};
+pub(crate) use admit::{enabled_names, refused_reason};
 
 /// Why a transport is off, as shown by negotiate and status.
 pub(crate) fn disabled_reason(state: &AppState, transport: Transport) -> Option<&'static str> {
@@ -83,6 +83,36 @@ pub(crate) fn coalesce(
         item = sub.try_next();
     }
     (buf.freeze(), events, false)
+}
+
+/// When a stream's token expires: [`Expiry::wait`] resolves then, and never for a stream
+/// that needs no token.
+pub(crate) struct Expiry(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+
+impl Expiry {
+    pub(crate) fn new(at: Option<std::time::SystemTime>) -> Expiry {
+        let mut expiry = Expiry(None);
+        expiry.set(at);
+        expiry
+    }
+
+    /// A new expiry (an in-band refresh), or none.
+    pub(crate) fn set(&mut self, at: Option<std::time::SystemTime>) {
+        self.0 = at.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            Box::pin(tokio::time::sleep(left))
+        });
+    }
+
+    /// Resolves when the token expires. Cancel-safe.
+    pub(crate) async fn wait(&mut self) {
+        match self.0.as_mut() {
+            Some(sleep) => sleep.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// When a stream owes its client a heartbeat: after `every` without a write.

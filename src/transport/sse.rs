@@ -20,7 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::timeout;
 
 use super::ws::SEND_TIMEOUT;
-use super::{Admitted, ConnGuard, Heartbeat};
+use super::{Admitted, ConnGuard, Expiry, Heartbeat};
 use crate::fanout::{Locked, SinkIo, gone, write_all};
 use crate::log::{Item, Subscription};
 use crate::protocol::{Ready, Reconnect, Transport, to_json};
@@ -64,6 +64,8 @@ pub(crate) struct Session {
     guard: ConnGuard,
     sub: Subscription,
     heartbeat: Duration,
+    /// When its token expires (it ends with `reconnect`, `token_expired`).
+    expiry: Expiry,
     /// `retry`, padding and `ready`.
     pub(crate) preamble: Bytes,
 }
@@ -74,6 +76,7 @@ pub(crate) async fn open(admitted: Admitted) -> Session {
         guard,
         topics,
         cursor,
+        expires,
         ..
     } = admitted;
     let state = guard.state().clone();
@@ -93,6 +96,7 @@ pub(crate) async fn open(admitted: Admitted) -> Session {
         guard,
         sub,
         heartbeat,
+        expiry: Expiry::new(expires),
         preamble: preamble.freeze(),
     }
 }
@@ -118,6 +122,7 @@ pub(crate) async fn run(io: Arc<dyn SinkIo>, mut first: Vec<u8>, session: Sessio
         guard,
         mut sub,
         heartbeat: every,
+        mut expiry,
         preamble,
     } = session;
     first.extend_from_slice(&preamble);
@@ -138,6 +143,7 @@ pub(crate) async fn run(io: Arc<dyn SinkIo>, mut first: Vec<u8>, session: Sessio
     // through.
     let mut caught_up = true;
     loop {
+        let mut expired = false;
         if caught_up && sink.park(&mut sub, due.last()) {
             loop {
                 tokio::select! {
@@ -145,6 +151,10 @@ pub(crate) async fn run(io: Arc<dyn SinkIo>, mut first: Vec<u8>, session: Sessio
                     () = due.due() => if !due.beat_parked(&sink, HEARTBEAT) {
                         break;
                     },
+                    () = expiry.wait() => {
+                        expired = true;
+                        break;
+                    }
                     () = gone(&*io) => return,
                 }
             }
@@ -156,9 +166,14 @@ pub(crate) async fn run(io: Arc<dyn SinkIo>, mut first: Vec<u8>, session: Sessio
                 due.wrote();
             }
         }
-        let chunk = tokio::select! {
-            chunk = next_chunk(&mut sub, &mut due) => chunk,
-            () = gone(&*io) => return,
+        let chunk = if expired {
+            Chunk::End(reconnect(&sub, Reconnect::token_expired()))
+        } else {
+            tokio::select! {
+                chunk = next_chunk(&mut sub, &mut due) => chunk,
+                () = expiry.wait() => Chunk::End(reconnect(&sub, Reconnect::token_expired())),
+                () = gone(&*io) => return,
+            }
         };
         match chunk {
             Chunk::Events {
@@ -213,7 +228,7 @@ async fn next_chunk(sub: &mut Subscription, due: &mut Heartbeat) -> Chunk {
                     super::coalesce(item, sub, frame, usize::MAX, MAX_COALESCE_BYTES);
                 Chunk::Events { bytes, events, more }
             }
-            None => Chunk::End(reconnect(sub)),
+            None => Chunk::End(reconnect(sub, Reconnect::shutdown())),
         },
         () = due.due() => Chunk::Heartbeat,
     }
@@ -229,9 +244,9 @@ pub(crate) async fn send(io: &dyn SinkIo, bytes: &[u8]) -> bool {
     )
 }
 
-/// The `reconnect` frame ending a stream: the log closes only when the server drains.
-fn reconnect(sub: &Subscription) -> Bytes {
-    let reconnect = Reconnect::shutdown();
+/// The `reconnect` frame ending a stream: the log closed (the server drains), or the
+/// token expired.
+fn reconnect(sub: &Subscription, reconnect: Reconnect) -> Bytes {
     let mut buf = BytesMut::new();
     control(&mut buf, "reconnect", &sub.cursor(), &to_json(&reconnect));
     buf.freeze()

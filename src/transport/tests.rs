@@ -8,7 +8,7 @@ use std::time::Duration;
 fn state(change: impl FnOnce(&mut Config)) -> Arc<AppState> {
     let mut config = Config::defaults();
     change(&mut config);
-    AppState::new(config)
+    AppState::new(config).expect("state")
 }
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -42,7 +42,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 mod ops;
 
-use super::{Admitted, ConnGuard, Heartbeat};
+use super::{Admitted, ConnGuard, Expiry, Heartbeat};
+use crate::auth::Grant;
 use crate::error::ApiError;
 use crate::event::ws_text_frame;
 use crate::fanout::{Locked, SinkHandle, SinkIo, SinkWriter, write_all};
@@ -79,6 +80,7 @@ type Socket = WebSocketStream<WsIo>;
 enum CloseReason {
     ClientClosed,
     Shutdown,
+    TokenExpired,
     SlowConsumer,
     BadFrame(&'static str),
     SocketError,
@@ -89,6 +91,7 @@ impl CloseReason {
         match self {
             CloseReason::ClientClosed => "client closed",
             CloseReason::Shutdown => "server shutdown",
+            CloseReason::TokenExpired => "token expired",
             CloseReason::SlowConsumer => "client stopped reading (send timeout)",
             CloseReason::BadFrame(code) => code,
             CloseReason::SocketError => "socket error",
@@ -174,6 +177,10 @@ pub(crate) struct Session {
     /// Keeps the stream counted for as long as it lives.
     guard: ConnGuard,
     heartbeat: Duration,
+    /// What the stream's token allows (replaced by an in-band `auth`).
+    grant: Option<Grant>,
+    /// When it expires, if some topic needs it.
+    expiry: Expiry,
     socket: Socket,
     /// The connection, for the session's own (pre-encoded) frames.
     io: Arc<dyn SinkIo>,
@@ -201,6 +208,8 @@ impl Session {
             guard,
             topics,
             cursor,
+            grant,
+            expires,
             ..
         } = admitted;
         let state = guard.state().clone();
@@ -222,6 +231,8 @@ impl Session {
         Some(Session {
             guard,
             heartbeat,
+            grant,
+            expiry: Expiry::new(expires),
             socket,
             io,
             sink,
@@ -274,6 +285,7 @@ impl Session {
                 },
                 item = self.sub.next(), if !self.parked => Box::pin(self.on_item(item)).await,
                 () = self.due.due() => Box::pin(self.on_heartbeat()).await,
+                () = self.expiry.wait() => Box::pin(self.on_expiry()).await,
             };
             match step {
                 Ok(Wrote::Yes) => self.due.wrote(),
@@ -316,7 +328,13 @@ impl Session {
             Some(Err(_)) => return Err(CloseReason::SocketError),
             Some(Ok(message)) => message,
         };
-        match handle(message, &mut self.sub).await {
+        let state = self.guard.state().clone();
+        let auth = ops::Auth {
+            access: &state.access,
+            grant: &mut self.grant,
+            expiry: &mut self.expiry,
+        };
+        match handle(message, &mut self.sub, auth).await {
             Reply::Nothing => Ok(Wrote::No),
             Reply::Frame(frame) => self.write(&frame).await,
             Reply::Refuse {
@@ -352,6 +370,24 @@ impl Session {
         // It stopped at a limit: more may be ready.
         self.caught_up = !full;
         self.write(&frames).await
+    }
+
+    /// The token expired: `reconnect` (`token_expired`), then a close.
+    async fn on_expiry(&mut self) -> Step {
+        if std::mem::take(&mut self.parked) {
+            self.unpark().await?;
+        }
+        let reconnect = op("reconnect", Reconnect::token_expired());
+        let _ = timeout(Duration::from_secs(1), async {
+            if self.flush().await.is_ok() {
+                let _ = write_all(&*self.io, &reconnect).await;
+            }
+            self.socket
+                .send(close(CloseCode::Policy, "token_expired"))
+                .await
+        })
+        .await;
+        Err(CloseReason::TokenExpired)
     }
 
     async fn on_heartbeat(&mut self) -> Step {
