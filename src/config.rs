@@ -95,6 +95,17 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_ALLOWED_ORIGINS", default_value = "same", value_parser = parse_origins)]
     pub allowed_origins: AllowedOrigins,
 
+    /// Proxies whose Forwarded / X-Forwarded-Host / X-Forwarded-Proto headers are
+    /// believed: comma-separated addresses or CIDRs ("" for none).
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", default_value = "127.0.0.0/8,::1/128", value_parser = parse_cidrs)]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Host names this server answers to (the Host header without its port),
+    /// comma-separated, or "*" for any. Unset: the listen address's names (on loopback
+    /// localhost, 127.0.0.1 and ::1; any on 0.0.0.0 or ::). Others get 421.
+    #[arg(long, env = "SWITCHYARD_ALLOWED_HOSTS", value_parser = parse_hosts)]
+    pub allowed_hosts: Option<AllowedHosts>,
+
     /// Cap on open streams (WebSocket, SSE and waiting polls together).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value = "100000", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_connections: u32,
@@ -160,10 +171,94 @@ impl Transports {
     }
 }
 
+/// Proxies whose forwarding headers are believed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `peer` is one of them.
+    pub fn contains(&self, peer: std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// Host names the server answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHosts {
+    /// Any host.
+    Any,
+    /// These names (lower-case, no port; IPv6 without brackets).
+    List(Vec<String>),
+}
+
+impl AllowedHosts {
+    /// The default for a listen address: its names on loopback, any on an unspecified
+    /// address, else the address itself.
+    pub fn for_addr(addr: SocketAddr) -> AllowedHosts {
+        let ip = addr.ip();
+        if ip.is_unspecified() {
+            AllowedHosts::Any
+        } else if ip.is_loopback() {
+            AllowedHosts::List(vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "::1".into(),
+                ip.to_string(),
+            ])
+        } else {
+            AllowedHosts::List(vec![ip.to_string()])
+        }
+    }
+
+    /// Whether `host` (a name without port) is allowed.
+    pub fn allows(&self, host: &str) -> bool {
+        match self {
+            AllowedHosts::Any => true,
+            AllowedHosts::List(list) => list.iter().any(|h| h.eq_ignore_ascii_case(host)),
+        }
+    }
+}
+
+fn parse_cidrs(s: &str) -> Result<TrustedProxies, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let net = part
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| format!("{part:?} is not an address or a CIDR (10.0.0.0/8, ::1/128)"))?;
+        out.push(net);
+    }
+    Ok(TrustedProxies(out))
+}
+
+fn parse_hosts(s: &str) -> Result<AllowedHosts, String> {
+    if s.trim() == "*" {
+        return Ok(AllowedHosts::Any);
+    }
+    let mut out = Vec::new();
+    for host in s.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if host.contains([':', '/']) && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "{host:?} must be a host name without port or scheme (app.example.com)"
+            ));
+        }
+        out.push(host);
+    }
+    if out.is_empty() {
+        return Err("list at least one host name, or \"*\" for any".into());
+    }
+    Ok(AllowedHosts::List(out))
+}
+
 /// Who may connect cross-origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedOrigins {
-    /// Only pages served by this server (the `Origin` host equals the `Host` header).
+    /// Only pages served by this server: the `Origin`'s scheme and host name are the
+    /// request's (its port is not compared; proxies drop it).
     SameOrigin,
     /// Any origin.
     Any,

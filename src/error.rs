@@ -35,6 +35,10 @@ pub enum ApiError {
     /// The token does not allow a topic asked for (`403`).
     #[error("{0}")]
     TopicForbidden(String),
+    /// The request's `Host` is not one this server answers to (`421`): DNS rebinding, or
+    /// a proxy that rewrites `Host` without `SWITCHYARD_ALLOWED_HOSTS`.
+    #[error("{0}")]
+    HostNotAllowed(String),
     /// The request `Origin` is not allowed (`403`).
     #[error("origin {0:?} is not allowed (SWITCHYARD_ALLOWED_ORIGINS)")]
     OriginNotAllowed(String),
@@ -96,6 +100,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             ApiError::Token { code, .. } => (StatusCode::UNAUTHORIZED, code),
+            ApiError::HostNotAllowed(_) => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
             ApiError::TopicForbidden(_) => (StatusCode::FORBIDDEN, "topic_forbidden"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::UnsupportedMediaType(_) => {

@@ -6,7 +6,104 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::AllowedOrigins;
+use crate::config::{AllowedOrigins, TrustedProxies};
+
+/// The peer address of a request's connection (an extension the server adds).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Peer(pub Option<std::net::IpAddr>);
+
+/// The host name and scheme a request was made to, as its client saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// Host name without port, lower-case; `None` when the request named none.
+    pub host: Option<String>,
+    /// The scheme, when a trusted proxy said which (`http`, `https`).
+    pub scheme: Option<String>,
+    /// Where the host came from (`Host`, `X-Forwarded-Host`, `Forwarded`), for logs.
+    pub source: &'static str,
+}
+
+/// The authority of a request: from `Forwarded`, else `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`, when the peer is a trusted proxy; else from `Host`.
+pub fn authority(trusted: &TrustedProxies, peer: Peer, headers: &HeaderMap) -> Authority {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            // The client's end of a chain of proxies comes first.
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if peer.0.is_some_and(|ip| trusted.contains(ip)) {
+        if let Some(forwarded) = text("forwarded") {
+            let pair = |key: &str| {
+                forwarded.split(';').find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    k.eq_ignore_ascii_case(key).then(|| v.trim_matches('"'))
+                })
+            };
+            if let Some(host) = pair("host") {
+                return Authority {
+                    host: Some(host_name(host).to_ascii_lowercase()),
+                    scheme: pair("proto").map(str::to_ascii_lowercase),
+                    source: "Forwarded",
+                };
+            }
+        }
+        if let Some(host) = text("x-forwarded-host") {
+            return Authority {
+                host: Some(host_name(host).to_ascii_lowercase()),
+                scheme: text("x-forwarded-proto").map(str::to_ascii_lowercase),
+                source: "X-Forwarded-Host",
+            };
+        }
+    }
+    let scheme = peer
+        .0
+        .filter(|ip| trusted.contains(*ip))
+        .and(text("x-forwarded-proto"))
+        .map(str::to_ascii_lowercase);
+    Authority {
+        host: text("host").map(|h| host_name(h).to_ascii_lowercase()),
+        scheme,
+        source: "Host",
+    }
+}
+
+/// The host name of `host[:port]` (`[v6]:port` gives the address without brackets).
+pub fn host_name(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.contains(':') => {
+            host
+        }
+        _ => authority,
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the request's own: an `http` or `https`
+/// origin with the request's host name, and its scheme when a trusted proxy said which.
+/// The port is not compared: proxies rewrite `Host` without it.
+pub fn same_origin(origin: &str, request: &Authority) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return false;
+    }
+    if request.scheme.as_deref().is_some_and(|s| s != scheme) {
+        return false;
+    }
+    let host = host_name(rest.split('/').next().unwrap_or(rest));
+    request
+        .host
+        .as_deref()
+        .is_some_and(|h| h.eq_ignore_ascii_case(host))
+}
 
 /// The CORS layer of the router.
 pub fn cors(allowed: &AllowedOrigins) -> CorsLayer {
@@ -71,6 +168,75 @@ pub fn response_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hm(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, v.parse().expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_authority_comes_from_trusted_proxies_only() {
+        let trusted = TrustedProxies(vec!["127.0.0.0/8".parse().expect("cidr")]);
+        let local = Peer(Some("127.0.0.1".parse().expect("ip")));
+        let remote = Peer(Some("203.0.113.9".parse().expect("ip")));
+        let h = hm(&[
+            ("host", "127.0.0.1:3000"),
+            ("x-forwarded-host", "cms.example, inner"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let a = authority(&trusted, local, &h);
+        assert_eq!(
+            (a.host.as_deref(), a.scheme.as_deref(), a.source),
+            (Some("cms.example"), Some("https"), "X-Forwarded-Host")
+        );
+        let a = authority(&trusted, remote, &h);
+        assert_eq!(
+            (a.host.as_deref(), a.scheme.as_deref(), a.source),
+            (Some("127.0.0.1"), None, "Host")
+        );
+        let f = hm(&[
+            ("host", "x"),
+            (
+                "forwarded",
+                "for=1.2.3.4;host=\"CMS.example:8443\";proto=https",
+            ),
+        ]);
+        let a = authority(&trusted, local, &f);
+        assert_eq!(
+            (a.host.as_deref(), a.scheme.as_deref()),
+            (Some("cms.example"), Some("https"))
+        );
+        assert_eq!(host_name("[::1]:3000"), "::1");
+        assert_eq!(host_name("::1"), "::1");
+        assert_eq!(host_name("example.com:80"), "example.com");
+    }
+
+    #[test]
+    fn same_origin_compares_scheme_and_host_name() {
+        let direct = Authority {
+            host: Some("localhost".into()),
+            scheme: None,
+            source: "Host",
+        };
+        assert!(same_origin("http://localhost:3000", &direct));
+        assert!(
+            same_origin("https://localhost", &direct),
+            "the scheme is unknown without a proxy"
+        );
+        assert!(!same_origin("ftp://localhost:3000", &direct));
+        assert!(!same_origin("http://evil.example", &direct));
+        assert!(!same_origin("null", &direct));
+        let proxied = Authority {
+            host: Some("cms.example".into()),
+            scheme: Some("https".into()),
+            source: "X-Forwarded-Host",
+        };
+        assert!(same_origin("https://cms.example", &proxied));
+        assert!(!same_origin("http://cms.example", &proxied));
+    }
     use axum::body::Body;
     use axum::http::{Request, Response};
     use tower::{Layer, ServiceExt};

@@ -138,6 +138,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     ));
 
     let request_id = HeaderName::from_static("x-request-id");
+    let hosts = axum::middleware::from_fn_with_state(state.clone(), host_guard);
     Router::new()
         .merge(api)
         .merge(streams)
@@ -155,7 +156,27 @@ pub fn app(state: Arc<AppState>) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(hosts)
         .with_state(state)
+}
+
+/// Refuses a request whose `Host` this server does not answer to (DNS rebinding) with
+/// `421`, before any route sees it.
+async fn host_guard(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let peer = request
+        .extensions()
+        .get::<headers::Peer>()
+        .copied()
+        .unwrap_or_default();
+    match state.check_host(peer, request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// A relative static directory is looked up in the working directory first, then next to
@@ -183,6 +204,9 @@ pub async fn run(
     if !static_dir.is_dir() {
         tracing::warn!(dir = %static_dir.display(), "static directory not found; the demo page and client will 404");
     }
+    // The names the server answers to by default are those of the address it listens on.
+    let mut config = config;
+    config.addr = addr;
     let state = AppState::new(config).map_err(std::io::Error::other)?;
     tracing::info!(
         %addr,

@@ -41,6 +41,8 @@ pub enum RefusedReason {
     capacity,
     /// `Origin` not allowed.
     origin,
+    /// `Host` not allowed (`SWITCHYARD_ALLOWED_HOSTS`).
+    host,
     /// A private topic without a token.
     token_required,
     /// A token (or ticket) that cannot be used.
@@ -53,10 +55,11 @@ pub enum RefusedReason {
 
 impl RefusedReason {
     /// Every reason, for status.
-    pub const ALL: [RefusedReason; 7] = [
+    pub const ALL: [RefusedReason; 8] = [
         RefusedReason::disabled,
         RefusedReason::capacity,
         RefusedReason::origin,
+        RefusedReason::host,
         RefusedReason::token_required,
         RefusedReason::token_invalid,
         RefusedReason::token_expired,
@@ -69,6 +72,7 @@ impl RefusedReason {
             RefusedReason::disabled => "disabled",
             RefusedReason::capacity => "capacity",
             RefusedReason::origin => "origin",
+            RefusedReason::host => "host",
             RefusedReason::token_required => "token_required",
             RefusedReason::token_invalid => "token_invalid",
             RefusedReason::token_expired => "token_expired",

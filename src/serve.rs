@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{SinkIo, write_all};
+use crate::headers::Peer;
 use crate::state::AppState;
 use crate::transport::{self, Route, Transport, accepts_event_stream, sse, ws};
 
@@ -88,7 +89,12 @@ pub(crate) async fn connection(
 /// Serves a connection as HTTP/1.1 (with upgrades) until the peer closes; on shutdown
 /// finishes the response in flight (a stream ends after `reconnect`), then closes.
 async fn http1(stream: TcpStream, router: Router, shutdown: CancellationToken) {
-    let service = hyper_util::service::TowerToHyperService::new(router);
+    // The peer's address, for the trusted-proxy check of forwarding headers.
+    let peer = Peer(stream.peer_addr().ok().map(|a| a.ip()));
+    let service = tower::ServiceBuilder::new()
+        .layer(axum::Extension(peer))
+        .service(router);
+    let service = hyper_util::service::TowerToHyperService::new(service);
     let connection = hyper::server::conn::http1::Builder::new()
         .max_buf_size(HTTP_MAX_BUF)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -196,7 +202,8 @@ async fn prepare(mut stream: TcpStream, state: Arc<AppState>, head: Box<Head>) -
     let mut consumed = vec![0u8; head.len];
     stream.read_exact(&mut consumed).await.ok()?;
     drop(consumed);
-    let admitted = transport::admit(&state, head.route, &head.uri, &head.headers);
+    let peer = Peer(stream.peer_addr().ok().map(|a| a.ip()));
+    let admitted = transport::admit(&state, head.route, peer, &head.uri, &head.headers);
     let common = crate::headers::response_headers(&state.config.allowed_origins, &head.headers);
     drop(head);
     let admitted = match admitted {

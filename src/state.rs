@@ -8,13 +8,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Access;
-use crate::config::Config;
+use crate::config::{AllowedHosts, Config};
 use crate::error::ApiError;
 use crate::event::{Event, NewEvent};
 use crate::fanout::{self, Output};
+use crate::headers::{Authority, Peer, authority};
 use crate::limits::{REPORTS_PER_SECOND, TokenBucket};
 use crate::log::memory::{MemoryConfig, MemoryLog};
 use crate::log::{AppendError, SharedLog};
+use crate::metrics::RefusedReason;
 use crate::metrics::{Metrics, TransportLabel};
 use crate::protocol::{TRANSPORTS, Transport};
 
@@ -26,6 +28,11 @@ pub struct AppState {
     pub log: SharedLog,
     /// Who may follow which topics: token verification, public topics, tickets.
     pub access: Access,
+    /// The host names requests may name (`SWITCHYARD_ALLOWED_HOSTS`, or the listen
+    /// address's).
+    pub hosts: AllowedHosts,
+    /// At most one refusal log line a second (each refusal is counted regardless).
+    refusal_log: TokenBucket,
     /// Counters and gauges.
     pub metrics: Metrics,
     /// Cancelled when the server starts draining; hyper connections watch it. Streams
@@ -78,6 +85,11 @@ impl AppState {
             .collect();
         Ok(Arc::new(AppState {
             access,
+            hosts: config
+                .allowed_hosts
+                .clone()
+                .unwrap_or_else(|| AllowedHosts::for_addr(config.addr)),
+            refusal_log: TokenBucket::new(1.0),
             fanout,
             outputs,
             config,
@@ -97,6 +109,42 @@ impl AppState {
     /// transport that does not park (long polling).
     pub fn output(&self, transport: Transport) -> Option<Arc<Output>> {
         self.outputs.get(transport.index()).cloned().flatten()
+    }
+
+    /// The authority of a request, if its host is one this server answers to; a `421`
+    /// otherwise (counted, and logged with what was compared).
+    pub fn check_host(
+        &self,
+        peer: Peer,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Authority, ApiError> {
+        let request = authority(&self.config.trusted_proxies, peer, headers);
+        match request.host.as_deref() {
+            // A request without a host (HTTP/1.0) names no other site either.
+            None => Ok(request),
+            Some(host) if self.hosts.allows(host) => Ok(request),
+            Some(host) => {
+                let message = format!(
+                    "this server does not answer to host {:?} (from {}); allowed: {} (SWITCHYARD_ALLOWED_HOSTS)",
+                    host.chars().take(100).collect::<String>(),
+                    request.source,
+                    match &self.hosts {
+                        AllowedHosts::Any => "any".to_owned(),
+                        AllowedHosts::List(list) => list.join(", "),
+                    }
+                );
+                self.refuse(RefusedReason::host, || message.clone());
+                Err(ApiError::HostNotAllowed(message))
+            }
+        }
+    }
+
+    /// Counts a refused request; logs why, at most once a second.
+    pub fn refuse(&self, reason: RefusedReason, detail: impl FnOnce() -> String) {
+        self.metrics.refuse(reason);
+        if self.refusal_log.admit() {
+            tracing::warn!(reason = reason.name(), "refused: {}", detail());
+        }
     }
 
     /// Appends events to the log: the one publish path (the API's `POST /v1/events`

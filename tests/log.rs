@@ -342,7 +342,7 @@ async fn a_stalled_sse_reader_is_dropped_after_the_send_timeout() {
     let mut stalled = socket.connect(app.addr).await.expect("connect");
     stalled
         .write_all(
-            b"GET /v1/sse?topics=stall HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n",
+            b"GET /v1/sse?topics=stall HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
         )
         .await
         .expect("request");
@@ -439,7 +439,7 @@ async fn parked_streams_get_their_topics_whole_through_a_stalled_reader() {
     // One that stops after `ready`.
     let mut stalled = small_window(&app).await;
     stalled
-        .write_all(b"GET /v1/sse?topics=fa,fb HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /v1/sse?topics=fa,fb HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("request");
     let mut text = Vec::new();

@@ -324,8 +324,16 @@ async fn event_streams_are_written_on_the_socket() {
         .expect("cursor")
         .to_owned();
     let path = format!("/v1/sse?topics=t&cursor={start}");
-    let mut direct = raw_request(&app, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
-    let mut hyper = raw_request(&app, &format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")).await;
+    let mut direct = raw_request(
+        &app,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+    )
+    .await;
+    let mut hyper = raw_request(
+        &app,
+        &format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n"),
+    )
+    .await;
     let ids = app.publish_n("t", 0..3).await;
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let last = format!("id: {}\n", ids[2]);
@@ -374,7 +382,11 @@ async fn event_streams_are_written_on_the_socket() {
     .await;
     drop(hyper);
 
-    let mut bad = raw_request(&app, "GET /v1/sse?topics= HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut bad = raw_request(
+        &app,
+        "GET /v1/sse?topics= HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
     let mut got = Vec::new();
     {
         use tokio::io::AsyncReadExt;

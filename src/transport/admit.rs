@@ -21,6 +21,7 @@ use crate::auth::{AuthError, Grant, request_token};
 use crate::config::AllowedOrigins;
 use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
+use crate::headers::{Authority, Peer, same_origin};
 use crate::metrics::{RefusedReason, TransportLabel};
 use crate::protocol::{STREAM_PATH, Transport};
 use crate::state::AppState;
@@ -79,9 +80,11 @@ pub struct Admitted {
 pub fn admit(
     state: &Arc<AppState>,
     route: Route,
+    peer: Peer,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Admitted, ApiError> {
+    let authority = state.check_host(peer, headers)?;
     let upgrade = wants_websocket(headers);
     if headers.contains_key(header::SEC_WEBSOCKET_KEY)
         && !upgrade
@@ -105,8 +108,18 @@ pub fn admit(
         return Err(unavailable(state, named.then_some(transport)));
     }
     let (topics, cursor, timeout, ticket) = parse_query(uri, headers)?;
-    if let Err(e) = origin_allowed(&state.config.allowed_origins, headers) {
-        state.metrics.refuse(RefusedReason::origin);
+    if let Err(e) = origin_allowed(&state.config.allowed_origins, &authority, headers) {
+        state.refuse(RefusedReason::origin, || {
+            format!(
+                "{e}; compared with host {:?} (from {}) and scheme {}",
+                authority.host.as_deref().unwrap_or(""),
+                authority.source,
+                authority
+                    .scheme
+                    .as_deref()
+                    .unwrap_or("http or https (no trusted proxy said which)")
+            )
+        });
         return Err(e);
     }
     let (grant, expires) = authorize(state, &topics, ticket.as_deref(), headers).map_err(|e| {
@@ -291,7 +304,11 @@ fn unavailable(state: &AppState, transport: Option<Transport>) -> ApiError {
 
 /// Whether the `Origin` of a browser request may connect. Requests without `Origin`
 /// (curl, servers) are not cross-origin and always pass.
-fn origin_allowed(allowed: &AllowedOrigins, headers: &HeaderMap) -> Result<(), ApiError> {
+fn origin_allowed(
+    allowed: &AllowedOrigins,
+    request: &Authority,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -299,11 +316,7 @@ fn origin_allowed(allowed: &AllowedOrigins, headers: &HeaderMap) -> Result<(), A
     let ok = match allowed {
         AllowedOrigins::Any => true,
         AllowedOrigins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin_str)),
-        AllowedOrigins::SameOrigin => {
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            let origin_host = origin_str.split_once("://").map(|(_, h)| h);
-            matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
-        }
+        AllowedOrigins::SameOrigin => same_origin(origin_str, request),
     };
     if ok {
         Ok(())

@@ -41,7 +41,12 @@ pub(crate) async fn handler(State(state): State<Arc<AppState>>, request: Request
         return ApiError::Internal(format!("no transport serves {}", parts.uri.path()))
             .into_response();
     };
-    let admitted = match admit(&state, route, &parts.uri, &parts.headers) {
+    let peer = parts
+        .extensions
+        .get::<crate::headers::Peer>()
+        .copied()
+        .unwrap_or_default();
+    let admitted = match admit(&state, route, peer, &parts.uri, &parts.headers) {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };

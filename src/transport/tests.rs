@@ -33,7 +33,13 @@ fn try_admit(
 ) -> Result<Admitted, ApiError> {
     let uri: Uri = path_and_query.parse().expect("uri");
     let route = Route::from_path(uri.path()).expect("a stream route");
-    admit(state, route, &uri, &headers(pairs))
+    admit(
+        state,
+        route,
+        crate::headers::Peer::default(),
+        &uri,
+        &headers(pairs),
+    )
 }
 
 /// The code of the error `admit` gives, or the transport it admitted.
@@ -133,8 +139,18 @@ async fn every_bad_input_gets_its_code() {
         ("/v1/stream?topics=a", &[WS[3]], "426 upgrade_stripped"),
         (
             "/v1/sse?topics=a",
-            &[("origin", "https://evil.example"), ("host", "x")],
+            &[("origin", "https://evil.example"), ("host", "localhost")],
             "403 origin_not_allowed",
+        ),
+        (
+            "/v1/sse?topics=a",
+            &[("origin", "ftp://localhost"), ("host", "localhost")],
+            "403 origin_not_allowed",
+        ),
+        (
+            "/v1/sse?topics=a",
+            &[("host", "evil.example")],
+            "421 host_not_allowed",
         ),
     ] {
         assert_eq!(
@@ -145,7 +161,10 @@ async fn every_bad_input_gets_its_code() {
     }
     assert_eq!(s.open_streams.load(std::sync::atomic::Ordering::Acquire), 0);
     // The same origin passes.
-    let same = [("origin", "http://x"), ("host", "x")];
+    let same = [
+        ("origin", "http://localhost:8080"),
+        ("host", "localhost:3000"),
+    ];
     assert_eq!(outcome(&s, "/v1/sse?topics=a", &same), Ok(Transport::Sse));
 }
 
