@@ -124,9 +124,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_POLL_BATCH", default_value = "1000", value_parser = parse_poll_batch)]
     pub poll_batch: usize,
 
-    /// The demo app's routes and page: on or off.
-    #[arg(long, env = "SWITCHYARD_DEMO", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
-    pub demo: bool,
+    /// The demo app's routes and page: on or off. Unset: on on a loopback address, off
+    /// on any other (the demo has no real accounts).
+    #[arg(long, env = "SWITCHYARD_DEMO", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub demo: Option<bool>,
 }
 
 /// A duration that prints the way it was given (`15s`), for `--help` and logs.
@@ -495,7 +496,7 @@ mod tests {
         assert_eq!(c.max_connections, 100_000);
         assert_eq!(c.sse_padding, 2048);
         assert_eq!(c.poll_batch, 1000);
-        assert!(c.demo);
+        assert_eq!(c.demo, None, "on by the address");
     }
 
     #[test]

@@ -177,7 +177,60 @@ pub(crate) fn routes<S>(app: Arc<AppState>) -> Router<S> {
             post(create_comment),
         )
         .route("/demo/api/notifications/{user}/read", post(mark_read))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            same_site_only,
+        ))
         .with_state(Arc::new(Demo::seeded(app)))
+}
+
+/// Refuses a change that another site could make in the user's name (CSRF): a
+/// state-changing request must be JSON (a cross-site form cannot send it without a
+/// preflight) and, from a browser, same-origin (`Origin`, or `Sec-Fetch-Site`).
+/// Requests without either header (curl, a backend) are not a browser's.
+async fn same_site_only(
+    State(app): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.method() == axum::http::Method::GET {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    let media = text(axum::http::header::CONTENT_TYPE.as_str())
+        .and_then(|c| c.split(';').next())
+        .map(str::trim);
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+        let got = text(axum::http::header::CONTENT_TYPE.as_str()).unwrap_or("missing");
+        return ApiError::UnsupportedMediaType(got.chars().take(60).collect()).into_response();
+    }
+    let peer = request
+        .extensions()
+        .get::<crate::headers::Peer>()
+        .copied()
+        .unwrap_or_default();
+    let authority = crate::headers::authority(&app.config.trusted_proxies, peer, headers);
+    let cross_site = match (text("origin"), text("sec-fetch-site")) {
+        (Some(origin), _) => !crate::headers::same_origin(origin, &authority),
+        (None, Some(site)) => site != "same-origin" && site != "none",
+        (None, None) => false,
+    };
+    if cross_site {
+        let origin = text("origin").or(text("sec-fetch-site")).unwrap_or("");
+        app.refuse(crate::metrics::RefusedReason::origin, || {
+            format!(
+                "a demo change from {origin:?}: only this server's own pages may change demo data"
+            )
+        });
+        return ApiError::OriginNotAllowed(origin.chars().take(100).collect()).into_response();
+    }
+    next.run(request).await
 }
 
 fn not_found(message: String) -> ApiError {

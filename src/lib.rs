@@ -120,7 +120,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 
     let static_dir = resolve_static_dir(&state.config.static_dir);
     let mut files = Router::new().fallback_service(ServeDir::new(&static_dir));
-    if state.config.demo {
+    if demo_on(&state.config) {
         api = api.merge(demo::routes(state.clone()));
     } else {
         let off = || async {
@@ -158,6 +158,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(hosts)
         .with_state(state)
+}
+
+/// Whether the demo is served: `SWITCHYARD_DEMO` when set, else only on a loopback
+/// address (its editors have no passwords).
+pub fn demo_on(config: &Config) -> bool {
+    config.demo.unwrap_or(config.addr.ip().is_loopback())
 }
 
 /// Refuses a request whose `Host` this server does not answer to (DNS rebinding) with

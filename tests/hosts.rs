@@ -201,3 +201,94 @@ async fn through_nginx_rewriting_host() {
     drop(nginx);
     app.stop().await;
 }
+
+/// A cross-site page cannot change demo data in the user's name (CSRF): changes must be
+/// JSON and, from a browser, same-origin.
+#[tokio::test]
+async fn demo_changes_refuse_other_sites() {
+    let app = spawn_app(|_| {}).await;
+    let own = format!("http://127.0.0.1:{}", app.addr.port());
+    let post = |path: &str, content_type: &str, extra: &[(&'static str, &str)]| {
+        let mut req = app
+            .client
+            .post(app.url(path))
+            .header("content-type", content_type)
+            .body(r#"{"name":"Hijacked","user":"ada"}"#);
+        for (n, v) in extra {
+            req = req.header(*n, *v);
+        }
+        req
+    };
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            post(
+                "/demo/api/projects",
+                "text/plain",
+                &[("origin", "http://evil.example")],
+            ),
+            415,
+            "a cross-site form",
+        ),
+        (
+            post(
+                "/demo/api/notifications/ada/read",
+                "application/x-www-form-urlencoded",
+                &[],
+            ),
+            415,
+            "a form without Origin",
+        ),
+        (
+            post(
+                "/demo/api/projects",
+                "application/json",
+                &[("origin", "http://evil.example")],
+            ),
+            403,
+            "JSON from another origin",
+        ),
+        (
+            post(
+                "/demo/api/projects",
+                "application/json",
+                &[("sec-fetch-site", "cross-site")],
+            ),
+            403,
+            "JSON cross-site",
+        ),
+        (
+            post(
+                "/demo/api/projects",
+                "application/json",
+                &[("origin", &own), ("sec-fetch-site", "same-origin")],
+            ),
+            201,
+            "the demo's own page",
+        ),
+        (
+            post("/demo/api/projects", "application/json", &[]),
+            201,
+            "curl",
+        ),
+    ];
+    for (req, want, what) in cases {
+        let (status, v) = status_of(req).await;
+        assert_eq!(status, want, "{what}: {v}");
+    }
+    assert_eq!(
+        app.status().await["counters"]["published"],
+        2,
+        "only the two allowed changes were published"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn the_demo_is_on_by_default_only_on_loopback() {
+    let mut c = switchyard::config::Config::defaults();
+    assert!(switchyard::demo_on(&c));
+    c.addr = "0.0.0.0:3000".parse().expect("addr");
+    assert!(!switchyard::demo_on(&c));
+    c.demo = Some(true);
+    assert!(switchyard::demo_on(&c));
+}

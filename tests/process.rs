@@ -131,7 +131,7 @@ async fn help_lists_every_variable_with_its_default() {
         ("SWITCHYARD_STATIC_DIR", "static"),
         ("SWITCHYARD_SSE_PADDING", "2048"),
         ("SWITCHYARD_POLL_BATCH", "1000"),
-        ("SWITCHYARD_DEMO", "on"),
+        ("SWITCHYARD_DEMO", ""),
     ] {
         assert!(
             stdout.contains(&format!("[env: {var}")),

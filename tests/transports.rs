@@ -542,7 +542,7 @@ async fn static_files_demo_switch_and_request_ids() {
     assert!(resp.headers().contains_key("x-request-id"));
     app.stop().await;
 
-    let app = spawn_app(|c| c.demo = false).await;
+    let app = spawn_app(|c| c.demo = Some(false)).await;
     let resp = app.get("/").await;
     assert_eq!(resp.status(), 404);
     assert!(
