@@ -278,15 +278,17 @@ async fn a_token_expiring_mid_stream_loses_nothing() {
     let app = private_app().await;
     let publisher = {
         let (client, base) = (app.client.clone(), app.base.clone());
+        // A steady publisher, 20 events a second, while tokens expire.
         tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(50));
             for n in 0..u64::MAX {
+                every.tick().await;
                 publish_at(
                     &client,
                     &base,
                     json!({"topic": "notifications/ada", "type": "n", "data": n}),
                 )
                 .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
