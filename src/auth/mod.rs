@@ -75,17 +75,12 @@ pub enum AuthError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> ApiError {
-        let code = match e {
-            AuthError::Required(_) => "token_required",
-            AuthError::Invalid(_) => "token_invalid",
-            AuthError::Expired => "token_expired",
-            AuthError::Forbidden(..) => {
-                return ApiError::TopicForbidden(e.to_string());
-            }
-        };
-        ApiError::Token {
-            code,
-            message: e.to_string(),
+        match e {
+            AuthError::Forbidden(..) => ApiError::TopicForbidden(e.to_string()),
+            _ => ApiError::Token {
+                code: e.code(),
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -260,11 +255,6 @@ impl Access {
             public,
             tickets: Arc::new(Tickets::new()),
         }
-    }
-
-    /// The public topics.
-    pub fn public(&self) -> &Patterns {
-        &self.public
     }
 
     /// Whether tokens are verified at all.
