@@ -286,7 +286,10 @@ impl Access {
             let Some(grant) = grant else {
                 return Err(AuthError::Required(topic.to_owned()));
             };
-            if grant.expires + LEEWAY <= SystemTime::now() {
+            // A stream ends at `exp`, so it opens only before: a token that verified
+            // within the leeway but is past `exp` would end its stream at once, and the
+            // client would reconnect with it again and again.
+            if grant.expires <= SystemTime::now() {
                 return Err(AuthError::Expired);
             }
             if !grant.topics.matches(topic) {

@@ -145,6 +145,15 @@ fn only_public_topics_open_without_a_grant() {
         access.check(&topics("notifications/ada"), Some(&old)),
         Err(AuthError::Expired)
     );
+    // Within the leeway a token verifies, but a stream needs time left before its exp.
+    let just_past = Grant {
+        expires: SystemTime::now() - Duration::from_secs(5),
+        ..old
+    };
+    assert_eq!(
+        access.check(&topics("notifications/ada"), Some(&just_past)),
+        Err(AuthError::Expired)
+    );
 }
 
 #[test]
