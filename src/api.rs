@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::auth::{AuthError, request_token};
 use crate::error::ApiError;
 use crate::event::{NewEvent, TopicSet};
+use crate::headers::Peer;
 use crate::metrics::{FallbackLabel, RefusedLabel, RefusedReason, TransportLabel};
 use crate::state::AppState;
 use crate::transport::{Transport, disabled_reason};
@@ -190,13 +191,21 @@ struct Disabled {
 /// `GET /v1/negotiate`: transports to try, in order, and the settings a client needs.
 pub(crate) async fn negotiate(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
     query: Result<Query<NegotiateQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request("invalid_query", format!("query string: {}", e.body_text()))
     })?;
     if let Some(topics) = query.topics.as_deref() {
-        TopicSet::parse_list(topics).map_err(|e| ApiError::bad_request("invalid_topic", e.0))?;
+        let topics = TopicSet::parse_list(topics)
+            .map_err(|e| ApiError::bad_request("invalid_topic", e.0))?;
+        // The stream would be refused for its topics: say so here, where a browser can
+        // read the answer (it cannot read a refused WebSocket upgrade or EventSource).
+        let cookies = state.cookies_count(peer.map(|p| p.0).unwrap_or_default(), &headers);
+        let grant = state.access.request_grant(&headers, cookies)?;
+        state.access.check(&topics, grant.as_ref())?;
     }
     let transports: Vec<Offered> = state
         .config
@@ -239,6 +248,7 @@ struct Report {
 /// for a one-time ticket, good for one stream open (`?ticket=`) within 30 s.
 pub(crate) async fn ticket(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.access.has_key() {
@@ -247,9 +257,11 @@ pub(crate) async fn ticket(
             "this server verifies no tokens (no SWITCHYARD_TOKEN_SECRET or SWITCHYARD_TOKEN_PUBLIC_KEY_FILE): connect without a ticket",
         ));
     }
-    let token = request_token(&headers)?.ok_or_else(|| ApiError::Token {
+    let cookies = state.cookies_count(peer.map(|p| p.0).unwrap_or_default(), &headers);
+    let token = request_token(&headers, cookies)?.ok_or_else(|| ApiError::Token {
         code: "token_required",
         message: "POST /v1/tickets takes the token as `Authorization: Bearer <jwt>` or the switchyard_token cookie".into(),
+        topic: None,
     })?;
     let grant = state
         .access

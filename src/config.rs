@@ -268,6 +268,12 @@ pub enum AllowedOrigins {
 }
 
 impl Config {
+    /// Whether the demo is served: `SWITCHYARD_DEMO` when set, else only on a loopback
+    /// address (its editors have no passwords).
+    pub fn demo_on(&self) -> bool {
+        self.demo.unwrap_or(self.addr.ip().is_loopback())
+    }
+
     /// Reads the configuration from the process environment and arguments.
     ///
     /// On an invalid value prints one line naming the variable, the value and what is

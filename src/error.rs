@@ -31,10 +31,17 @@ pub enum ApiError {
         code: &'static str,
         /// What is wrong.
         message: String,
+        /// The private topic asked for without a token (`token_required`).
+        topic: Option<String>,
     },
     /// The token does not allow a topic asked for (`403`).
-    #[error("{0}")]
-    TopicForbidden(String),
+    #[error("{message}")]
+    TopicForbidden {
+        /// The topic refused.
+        topic: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The request's `Host` is not one this server answers to (`421`): DNS rebinding, or
     /// a proxy that rewrites `Host` without `SWITCHYARD_ALLOWED_HOSTS`.
     #[error("{0}")]
@@ -79,6 +86,16 @@ pub enum ApiError {
         /// Transports that are enabled.
         enabled: Vec<&'static str>,
     },
+    /// A refusal with a status of its own (the demo's sign-in, for one).
+    #[error("{message}")]
+    Status {
+        /// The HTTP status.
+        status: StatusCode,
+        /// Machine-readable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// Anything else; the cause is logged, never sent (`500`).
     #[error("internal error")]
     Internal(String),
@@ -101,7 +118,7 @@ impl ApiError {
             ApiError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             ApiError::Token { code, .. } => (StatusCode::UNAUTHORIZED, code),
             ApiError::HostNotAllowed(_) => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
-            ApiError::TopicForbidden(_) => (StatusCode::FORBIDDEN, "topic_forbidden"),
+            ApiError::TopicForbidden { .. } => (StatusCode::FORBIDDEN, "topic_forbidden"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -109,6 +126,7 @@ impl ApiError {
             ApiError::UpgradeStripped { .. } => (StatusCode::UPGRADE_REQUIRED, "upgrade_stripped"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            ApiError::Status { status, code, .. } => (*status, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -126,6 +144,12 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Unavailable { enabled, .. } | ApiError::UpgradeStripped { enabled } => {
                 error.insert("enabled".into(), json!(enabled));
+            }
+            ApiError::Token {
+                topic: Some(topic), ..
+            }
+            | ApiError::TopicForbidden { topic, .. } => {
+                error.insert("topic".into(), json!(topic));
             }
             _ => {}
         }

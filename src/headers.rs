@@ -105,6 +105,21 @@ pub fn same_origin(origin: &str, request: &Authority) -> bool {
         .is_some_and(|h| h.eq_ignore_ascii_case(host))
 }
 
+/// Whether a request's `switchyard_token` cookie counts: not for a browser request from
+/// another site that only `SWITCHYARD_ALLOWED_ORIGINS=*` lets in. A browser sends the
+/// cookie with any site's WebSocket (no CORS there), so under `*` a cookie would let every
+/// site read its user's private topics; a listed origin, the server's own, or a request
+/// with no `Origin` (not a browser's cross-site request) may use it.
+pub fn cookies_count(allowed: &AllowedOrigins, request: &Authority, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    match allowed {
+        AllowedOrigins::List(list) if list.iter().any(|o| o.eq_ignore_ascii_case(origin)) => true,
+        _ => same_origin(origin, request),
+    }
+}
+
 /// The CORS layer of the router.
 pub fn cors(allowed: &AllowedOrigins) -> CorsLayer {
     let base = CorsLayer::new()
@@ -119,9 +134,12 @@ pub fn cors(allowed: &AllowedOrigins) -> CorsLayer {
         // Same-origin pages need no CORS headers at all.
         AllowedOrigins::SameOrigin => CorsLayer::new(),
         AllowedOrigins::Any => base.allow_origin(AllowOrigin::any()),
-        AllowedOrigins::List(list) => base.allow_origin(AllowOrigin::list(
-            list.iter().filter_map(|o| o.parse().ok()),
-        )),
+        // A listed origin may send cookies (`withCredentials`), for the token cookie.
+        AllowedOrigins::List(list) => base
+            .allow_origin(AllowOrigin::list(
+                list.iter().filter_map(|o| o.parse().ok()),
+            ))
+            .allow_credentials(true),
     }
 }
 
@@ -142,7 +160,14 @@ pub fn response_headers(
             .cloned(),
     };
     if let Some(allow) = allow {
+        let listed = matches!(allowed, AllowedOrigins::List(_));
         out.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, allow));
+        if listed {
+            out.push((
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            ));
+        }
     }
     // The answer depends on the `Origin` unless every origin gets `*`.
     if !matches!(allowed, AllowedOrigins::Any) {

@@ -160,10 +160,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Whether the demo is served: `SWITCHYARD_DEMO` when set, else only on a loopback
-/// address (its editors have no passwords).
+/// Whether the demo is served: see [`Config::demo_on`].
 pub fn demo_on(config: &Config) -> bool {
-    config.demo.unwrap_or(config.addr.ip().is_loopback())
+    config.demo_on()
 }
 
 /// Refuses a request whose `Host` this server does not answer to (DNS rebinding) with

@@ -222,6 +222,9 @@ pub struct ErrorBody<'a> {
     pub code: &'a str,
     /// What is wrong, in words.
     pub message: &'a str,
+    /// The topic refused (`token_required`, `topic_forbidden`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<&'a str>,
 }
 
 /// Serialises a control message; the structs here cannot fail to serialise.

@@ -112,6 +112,12 @@ impl AppState {
     }
 
     /// The authority of a request, if its host is one this server answers to; a `421`
+    /// Whether a request's token cookie counts (see [`crate::headers::cookies_count`]).
+    pub fn cookies_count(&self, peer: Peer, headers: &axum::http::HeaderMap) -> bool {
+        let authority = authority(&self.config.trusted_proxies, peer, headers);
+        crate::headers::cookies_count(&self.config.allowed_origins, &authority, headers)
+    }
+
     /// otherwise (counted, and logged with what was compared).
     pub fn check_host(
         &self,

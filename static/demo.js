@@ -5,6 +5,13 @@
 // live connection. So every open tab, including the one that made the change, shows the
 // same thing, and the page shows at once when live updates stop working.
 //
+// Sign-in: the demo has no passwords, picking an editor is the sign-in. POST
+// /demo/api/login answers a session, kept in this tab's sessionStorage and sent as
+// `Authorization: Bearer` on every demo request. The live connection follows `projects`
+// and this editor's own `notifications/<user>` with a subscriber token that the demo's
+// backend signs for exactly those topics (GET /demo/api/token): the client calls
+// `getToken` before each connect and after the token expires, which is all an app does.
+//
 // Startup: GET /demo/api/state → render → connect() from the snapshot's cursor (the
 // server takes both under one lock, so no change is missed or seen twice). A `reset`
 // from the connection means events may be missing: fetch the snapshot again and
@@ -21,11 +28,14 @@ import { connect } from './switchyard.js';
 /** The demo's editors (the server's list; used before the first snapshot). */
 const USERS = ['ada', 'grace', 'linus'];
 const USER_KEY = 'acme-cms.user';
+const SESSION_KEY = 'acme-cms.session.';
 /** Most entries kept in the "Recent activity" panel. */
 const ACTIVITY_MAX = 12;
 
 const params = new URLSearchParams(location.search);
 const user = pickUser();
+/** `?token_ttl=5`: ask for tokens that last 5 s, to watch the client refresh them. */
+const tokenTtl = Number(params.get('token_ttl')) || null;
 /** `?transports=longpoll` or `?transports=sse,longpoll` narrows the transports (debugging). */
 const transports = (params.get('transports') || '')
   .split(',').map((t) => t.trim()).filter(Boolean);
@@ -38,6 +48,11 @@ const demo = {
   ready: false,
   /** Ids of the envelopes received, in order. */
   events: [],
+  /** `error` events of the connection ({code, message, topic}), in order. */
+  errors: [],
+  /** How many subscriber tokens the page fetched. */
+  tokens: 0,
+  getToken,
 };
 window.demo = demo;
 
@@ -109,20 +124,49 @@ function toast(message) {
 // ---------------------------------------------------------------- HTTP API
 
 async function api(method, path, body) {
-  const res = await fetch(`/demo/api/${path}`, {
-    method,
-    headers: body ? { 'Content-Type': 'application/json' } : {},
-    body: body ? JSON.stringify(body) : undefined,
+  for (let attempt = 0; ; attempt++) {
+    const headers = { Authorization: `Bearer ${await session(attempt > 0)}` };
+    if (body) headers['Content-Type'] = 'application/json';
+    const res = await fetch(`/demo/api/${path}`, {
+      method,
+      headers,
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const data = await res.json().catch(() => null);
+    // A session from before a server restart: sign in again, once.
+    if (res.status === 401 && attempt === 0) continue;
+    if (!res.ok) throw new Error(data?.error?.message || `${res.status} ${res.statusText}`);
+    return data;
+  }
+}
+
+/** This tab's demo session (signing in as `user` when it has none, or `fresh`). */
+async function session(fresh) {
+  const key = SESSION_KEY + user;
+  const kept = (() => { try { return sessionStorage.getItem(key); } catch { return null; } })();
+  if (kept && !fresh) return kept;
+  const res = await fetch('/demo/api/login', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user }),
   });
   const data = await res.json().catch(() => null);
-  if (!res.ok) throw new Error(data?.error?.message || `${res.status} ${res.statusText}`);
-  return data;
+  if (!res.ok || !data?.session) throw new Error(data?.error?.message || `sign-in: ${res.status}`);
+  try { sessionStorage.setItem(key, data.session); } catch { /* private mode */ }
+  return data.session;
+}
+
+/** The client's `getToken`: a subscriber token for this editor's topics, from the demo's backend. */
+async function getToken() {
+  const answer = await api('GET', tokenTtl ? `token?ttl_s=${tokenTtl}` : 'token');
+  demo.tokens += 1;
+  return answer.token;
 }
 
 /** Sends a change; the page updates when its event arrives. Returns false on failure. */
 async function send(what, method, path, body) {
   try {
-    await api(method, path, { ...body, user });
+    await api(method, path, body);
     return true;
   } catch (e) {
     toast(`Could not ${what}: ${e.message}`);
@@ -449,7 +493,7 @@ async function refetch() {
   pending = [];
   for (let delay = 1000; ; delay = Math.min(delay * 2, 15000)) {
     try {
-      demo.state = await api('GET', `state?user=${encodeURIComponent(user)}`);
+      demo.state = await api('GET', 'state');
       break;
     } catch (e) {
       toast(`Could not reload the projects (${e.message}); retrying…`);
@@ -542,7 +586,7 @@ async function start() {
   wireStaticControls();
   renderUserPicker(USERS);
   try {
-    demo.state = await api('GET', `state?user=${encodeURIComponent(user)}`);
+    demo.state = await api('GET', 'state');
   } catch (e) {
     $('loading').textContent = `Could not load the projects: ${e.message}. `;
     $('loading').append(h('button', { type: 'button', class: 'btn', onclick: () => location.reload() }, 'Try again'));
@@ -556,10 +600,18 @@ async function start() {
     url: '/v1',
     topics: demo.state.topics,
     cursor: demo.state.cursor,
+    getToken,
+    // The tabs of one editor share a connection; another editor's tab (another token)
+    // has its own.
+    share: user,
     ...(transports.length ? { transports } : {}),
   });
   demo.conn = conn;
   conn.on('event', onEvent);
+  conn.on('error', (e) => {
+    demo.errors.push(e);
+    toast(`Live updates: ${e.message}`);
+  });
   conn.on('mode', ({ mode, transport, reason }) => showMode(mode, transport, reason));
   conn.on('reset', () => { refetch(); });
   conn.on('role', (role) => {

@@ -208,11 +208,14 @@ async fn through_nginx_rewriting_host() {
 async fn demo_changes_refuse_other_sites() {
     let app = spawn_app(|_| {}).await;
     let own = format!("http://127.0.0.1:{}", app.addr.port());
+    let session = demo_login(&app, "ada").await;
+    let bearer = format!("Bearer {session}");
     let post = |path: &str, content_type: &str, extra: &[(&'static str, &str)]| {
         let mut req = app
             .client
             .post(app.url(path))
             .header("content-type", content_type)
+            .header("authorization", &bearer)
             .body(r#"{"name":"Hijacked","user":"ada"}"#);
         for (n, v) in extra {
             req = req.header(*n, *v);

@@ -56,12 +56,18 @@ fn refused(status: u16, code: &str) -> Opened {
 
 /// How a stream open was answered: `Ok(())` when it opened (its first message is
 /// `ready`), else the HTTP status and error code.
-async fn open(
+async fn open(app: &TestApp, transport: &str, topics: &str, auth: Option<(&str, &str)>) -> Opened {
+    let headers: Vec<(&str, &str)> = auth.into_iter().collect();
+    open_headers(app, transport, topics, &headers).await
+}
+
+/// [`open`] with any headers.
+async fn open_headers(
     app: &TestApp,
     transport: &str,
     topics: &str,
-    auth: Option<(&str, &str)>,
-) -> Result<(), (u16, String)> {
+    headers: &[(&str, &str)],
+) -> Opened {
     let path = match transport {
         "ws" => format!("/v1/ws?topics={topics}"),
         "sse" => format!("/v1/sse?topics={topics}"),
@@ -70,7 +76,7 @@ async fn open(
     };
     if transport == "ws" {
         let mut req = app.ws_url(&path).into_client_request().expect("request");
-        if let Some((name, value)) = auth {
+        for (name, value) in headers {
             let name = axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name");
             req.headers_mut()
                 .insert(name, value.parse().expect("header"));
@@ -97,8 +103,8 @@ async fn open(
     if transport != "poll" {
         req = req.header("accept", "text/event-stream");
     }
-    if let Some((name, value)) = auth {
-        req = req.header(name, value);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let resp = within(Duration::from_secs(10), "a stream's answer", req.send())
         .await
@@ -490,6 +496,283 @@ async fn topics_are_public_by_default_only_on_loopback() {
         stderr.contains("cannot read SWITCHYARD_TOKEN_PUBLIC_KEY_FILE=/nonexistent.pem"),
         "{stderr}"
     );
+}
+
+/// Negotiate checks the topics the way a stream open would, so a browser (which cannot
+/// read a refused upgrade or EventSource) learns why, and which topic.
+#[tokio::test]
+async fn negotiate_says_which_topic_is_refused() {
+    let app = private_app().await;
+    let ask = |topics: &str, auth: Option<String>| {
+        let mut req = app
+            .client
+            .get(app.url(&format!("/v1/negotiate?topics={topics}")));
+        if let Some(t) = auth {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req
+    };
+    let answer = |req: reqwest::RequestBuilder| async move {
+        let resp = req.send().await.expect("negotiate");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.expect("JSON"))
+    };
+    let (status, v) = answer(ask("projects,notifications/ada", None)).await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["error"]["code"], "token_required");
+    assert_eq!(v["error"]["topic"], "notifications/ada");
+    let ada = token(&["notifications/ada"], 600);
+    let (status, v) = answer(ask(
+        "notifications/ada,notifications/grace",
+        Some(ada.clone()),
+    ))
+    .await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "topic_forbidden");
+    assert_eq!(v["error"]["topic"], "notifications/grace");
+    let (status, v) = answer(ask("notifications/ada,projects", Some(ada))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["transports"].is_array(), "{v}");
+    // A WebSocket subscribe that is refused names the topic too.
+    let t = token(&["notifications/ada"], 600);
+    let mut req = app
+        .ws_url("/v1/ws?topics=projects")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {t}").parse().expect("header"),
+    );
+    let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("ws");
+    let mut ws = Ws { stream };
+    assert_eq!(ws.next().await["op"], "ready");
+    ws.send_text(r#"{"op":"subscribe","topics":["notifications/grace"]}"#)
+        .await;
+    let v = ws.next().await;
+    assert_eq!(v["op"], "error", "{v}");
+    assert_eq!(v["code"], "topic_forbidden", "{v}");
+    assert_eq!(v["topic"], "notifications/grace", "{v}");
+    app.stop().await;
+}
+
+/// The demo (on by default on loopback) keeps `notifications/*` private with a key it
+/// makes at start, signs each editor a token for their own topics only, and serves its
+/// data only to a signed-in editor.
+#[tokio::test]
+async fn the_demo_signs_each_editor_a_token_for_their_own_topics() {
+    let app = spawn_app(|_| {}).await;
+    // Anonymous: the bell's topic and the demo's data are closed, projects are public.
+    assert_eq!(
+        open(&app, "sse", "notifications/ada", None).await,
+        refused(401, "token_required")
+    );
+    assert_eq!(open(&app, "ws", "projects", None).await, Ok(()));
+    let (status, v) = app.get_json("/demo/api/state?user=ada").await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["error"]["code"], "demo_login_required");
+    let (status, v) = app.get_json("/demo/api/token").await;
+    assert_eq!(status, 401, "{v}");
+
+    let ada = demo_login(&app, "ada").await;
+    let as_ada = |path: &str| {
+        app.client
+            .get(app.url(path))
+            .header("authorization", format!("Bearer {ada}"))
+    };
+    let json = |req: reqwest::RequestBuilder| async move {
+        let resp = req.send().await.expect("demo request");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.expect("JSON"))
+    };
+    let (status, v) = json(as_ada("/demo/api/state")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["user"], "ada");
+    assert_eq!(v["topics"], json!(["projects", "notifications/ada"]));
+    let (status, v) = json(as_ada("/demo/api/state?user=grace")).await;
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (403, json!("demo_wrong_user"))
+    );
+    for bad in ["ttl_s=1", "ttl_s=601", "ttl_s=x", "other=1"] {
+        let (status, v) = json(as_ada(&format!("/demo/api/token?{bad}"))).await;
+        assert_eq!(
+            (status, v["error"]["code"].clone()),
+            (400, json!("invalid_query")),
+            "{bad}: {v}"
+        );
+    }
+    let (status, v) = json(as_ada("/demo/api/token")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["topics"], json!(["projects", "notifications/ada"]));
+    let token = v["token"].as_str().expect("token").to_owned();
+    let bearer = format!("Bearer {token}");
+    for transport in ["ws", "sse", "poll", "stream"] {
+        let auth = Some(("authorization", bearer.as_str()));
+        assert_eq!(
+            open(&app, transport, "projects,notifications/ada", auth).await,
+            Ok(()),
+            "{transport}"
+        );
+        assert_eq!(
+            open(&app, transport, "notifications/grace", auth).await,
+            refused(403, "topic_forbidden"),
+            "{transport}: Ada's token does not open Grace's bell"
+        );
+    }
+    // Ada cannot act as Grace.
+    let resp = app
+        .client
+        .post(app.url("/demo/api/notifications/grace/read"))
+        .header("authorization", format!("Bearer {ada}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 403);
+    // A session of another server (or before a restart) is refused by name.
+    let (status, v) = json(
+        app.client
+            .get(app.url("/demo/api/state"))
+            .header("authorization", format!("Bearer {token}")),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (401, json!("demo_session_invalid")),
+        "a subscriber token is not a session: {v}"
+    );
+
+    // Ada's bell is live: Grace adds an item, Ada's stream gets its notification.
+    let mut bell = sse_with(
+        &app,
+        "/v1/sse?topics=notifications/ada",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    let ready = bell.next().await;
+    assert_eq!(ready.event, "ready");
+    let grace = demo_login(&app, "grace").await;
+    let resp = app
+        .client
+        .post(app.url("/demo/api/projects/1/items"))
+        .header("authorization", format!("Bearer {grace}"))
+        .json(&json!({"title": "Proofread"}))
+        .send()
+        .await
+        .expect("POST item");
+    assert_eq!(resp.status(), 201);
+    let got = bell.events(1).await;
+    assert_eq!(got[0]["topic"], "notifications/ada", "{got:?}");
+    assert_eq!(got[0]["type"], "notification.created", "{got:?}");
+    assert!(
+        got[0]["data"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("grace added"),
+        "{got:?}"
+    );
+    app.stop().await;
+
+    // With the operator's key, the demo signs nothing with it.
+    let app = private_app().await;
+    let ada = demo_login(&app, "ada").await;
+    let (status, v) = json(
+        app.client
+            .get(app.url("/demo/api/token"))
+            .header("authorization", format!("Bearer {ada}")),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (409, json!("demo_tokens_off")),
+        "{v}"
+    );
+    app.stop().await;
+}
+
+/// Under `SWITCHYARD_ALLOWED_ORIGINS=*` the token cookie does not count for another
+/// site's request: a browser sends the cookie with any site's WebSocket, so it would let
+/// every site read its user's private topics. A listed origin may use it.
+#[tokio::test]
+async fn the_cookie_counts_only_for_origins_allowed_by_name() {
+    let cookie = format!("switchyard_token={}", token(&["notifications/ada"], 600));
+    let app = spawn_app(|c| {
+        c.token_secret = Some(SECRET.into());
+        c.token_audience = Some("switchyard".into());
+        c.allowed_origins = switchyard::config::AllowedOrigins::Any;
+    })
+    .await;
+    let own = format!("http://127.0.0.1:{}", app.addr.port());
+    for transport in ["ws", "sse", "poll"] {
+        let topics = "notifications/ada";
+        for (origin, want) in [
+            (None, Ok(())),
+            (Some(own.as_str()), Ok(())),
+            (Some("https://evil.example"), refused(401, "token_required")),
+        ] {
+            let got = open_with(&app, transport, topics, &[("cookie", &cookie)], origin).await;
+            assert_eq!(got, want, "{transport} from {origin:?}");
+        }
+        // A bearer token is the page's own choice: it counts from any allowed origin.
+        let bearer = format!("Bearer {}", token(&["notifications/ada"], 600));
+        let got = open_with(
+            &app,
+            transport,
+            topics,
+            &[("authorization", &bearer)],
+            Some("https://other.example"),
+        )
+        .await;
+        assert_eq!(got, Ok(()), "{transport} bearer from another origin");
+    }
+    app.stop().await;
+
+    let app = spawn_app(|c| {
+        c.token_secret = Some(SECRET.into());
+        c.token_audience = Some("switchyard".into());
+        c.allowed_origins =
+            switchyard::config::AllowedOrigins::List(vec!["https://app.example".into()]);
+    })
+    .await;
+    let got = open_with(
+        &app,
+        "sse",
+        "notifications/ada",
+        &[("cookie", &cookie)],
+        Some("https://app.example"),
+    )
+    .await;
+    assert_eq!(got, Ok(()), "a listed origin");
+    let resp = app
+        .client
+        .get(app.url("/v1/negotiate?topics=projects"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .expect("negotiate");
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-credentials")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "a listed origin may send cookies (withCredentials)"
+    );
+    app.stop().await;
+}
+
+/// [`open`] with several headers and an `Origin`.
+async fn open_with(
+    app: &TestApp,
+    transport: &str,
+    topics: &str,
+    headers: &[(&str, &str)],
+    origin: Option<&str>,
+) -> Opened {
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    if let Some(o) = origin {
+        all.push(("origin", o));
+    }
+    open_headers(app, transport, topics, &all).await
 }
 
 // --- helpers ---

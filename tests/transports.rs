@@ -168,7 +168,7 @@ async fn one_cursor_resumes_many_topics() {
     let app = spawn_app(|_| {}).await;
     let mut expected = Vec::new();
     for i in 0..10u64 {
-        let topic = ["projects/1", "notifications/u-7", "other"][(i % 3) as usize];
+        let topic = ["projects/1", "alerts/u-7", "other"][(i % 3) as usize];
         let id = app
             .publish(json!({"topic": topic, "type": "x", "data": {"n": i}}))
             .await;
@@ -182,7 +182,7 @@ async fn one_cursor_resumes_many_topics() {
 
     let polled = app
         .poll(&format!(
-            "topics=projects/1,notifications/u-7&cursor={cursor}&timeout=0"
+            "topics=projects/1,alerts/u-7&cursor={cursor}&timeout=0"
         ))
         .await;
     let got: Vec<(String, &str)> = polled["events"]
@@ -193,7 +193,7 @@ async fn one_cursor_resumes_many_topics() {
             let topic = if e["topic"] == "projects/1" {
                 "projects/1"
             } else {
-                "notifications/u-7"
+                "alerts/u-7"
             };
             (e["id"].as_str().expect("id").to_owned(), topic)
         })
@@ -201,7 +201,7 @@ async fn one_cursor_resumes_many_topics() {
     assert_eq!(got, want);
 
     let mut ws = Ws::connect(&app.ws_url(&format!(
-        "/v1/stream?topics=notifications/u-7,projects/1&cursor={cursor}"
+        "/v1/stream?topics=alerts/u-7,projects/1&cursor={cursor}"
     )))
     .await;
     assert_eq!(ws.next().await["op"], "ready");

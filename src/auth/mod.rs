@@ -29,6 +29,8 @@ pub use tickets::{MAX_TICKETS, TICKET_TTL, TicketStore, Tickets};
 pub const LEEWAY: Duration = Duration::from_secs(30);
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// The topics the demo's own key keeps private when no key is configured.
+pub const DEMO_PRIVATE: &str = "notifications/*";
 /// Name of the cookie that carries a token.
 pub const COOKIE: &str = "switchyard_token";
 
@@ -75,11 +77,19 @@ pub enum AuthError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> ApiError {
+        let message = e.to_string();
+        let code = e.code();
         match e {
-            AuthError::Forbidden(..) => ApiError::TopicForbidden(e.to_string()),
+            AuthError::Forbidden(topic, _) => ApiError::TopicForbidden { topic, message },
+            AuthError::Required(topic) => ApiError::Token {
+                code,
+                message,
+                topic: Some(topic),
+            },
             _ => ApiError::Token {
-                code: e.code(),
-                message: e.to_string(),
+                code,
+                message,
+                topic: None,
             },
         }
     }
@@ -93,6 +103,14 @@ impl AuthError {
             AuthError::Invalid(_) => "token_invalid",
             AuthError::Expired => "token_expired",
             AuthError::Forbidden(..) => "topic_forbidden",
+        }
+    }
+
+    /// The topic refused, when the error is about one.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            AuthError::Required(topic) | AuthError::Forbidden(topic, _) => Some(topic),
+            AuthError::Invalid(_) | AuthError::Expired => None,
         }
     }
 }
@@ -219,6 +237,11 @@ impl Verifier {
 pub struct Access {
     verifier: Option<Verifier>,
     public: Patterns,
+    /// Never public, whatever `public` says: `notifications/*` under the demo's key.
+    private: Patterns,
+    /// The key the server made for the demo, when the demo is on and no key is
+    /// configured: the demo signs its editors' tokens with it.
+    demo_key: Option<jsonwebtoken::EncodingKey>,
     /// One-time tickets (`POST /v1/tickets`).
     pub tickets: Arc<dyn TicketStore>,
 }
@@ -240,6 +263,19 @@ impl Access {
             (None, Some(path)) => Some(read_key(path, issuer, audience)?),
             (None, None) => None,
         };
+        if verifier.is_none() && config.demo_on() {
+            // SPEC §9: the demo signs per-user tokens with a key of its own, made now and
+            // never stored, and keeps `notifications/*` private with it; other topics stay
+            // public (on loopback: the curl recipes keep working).
+            let secret: [u8; 32] = rand::random();
+            let mut access = Access::new(
+                Some(Verifier::hs256(&secret, None, None)),
+                config.public_topics.clone().unwrap_or_else(Patterns::all),
+            );
+            access.private = Patterns::parse([DEMO_PRIVATE])?;
+            access.demo_key = Some(jsonwebtoken::EncodingKey::from_secret(&secret));
+            return Ok(access);
+        }
         let public = match (&config.public_topics, &verifier) {
             (Some(public), _) => public.clone(),
             (None, None) => Patterns::all(),
@@ -248,11 +284,18 @@ impl Access {
         Ok(Access::new(verifier, public))
     }
 
+    /// The key the server made for the demo (see [`Access::from_config`]), if it did.
+    pub fn demo_key(&self) -> Option<&jsonwebtoken::EncodingKey> {
+        self.demo_key.as_ref()
+    }
+
     /// Access with `verifier` (if any) and `public` topics.
     pub fn new(verifier: Option<Verifier>, public: Patterns) -> Access {
         Access {
             verifier,
             public,
+            private: Patterns::default(),
+            demo_key: None,
             tickets: Arc::new(Tickets::new()),
         }
     }
@@ -272,6 +315,21 @@ impl Access {
         }
     }
 
+    /// The grant of a request's token (`Authorization: Bearer`, else the cookie when
+    /// `cookies`); `None` without a token, or when the server verifies none.
+    pub fn request_grant(
+        &self,
+        headers: &axum::http::HeaderMap,
+        cookies: bool,
+    ) -> Result<Option<Grant>, AuthError> {
+        if !self.has_key() {
+            return Ok(None);
+        }
+        request_token(headers, cookies)?
+            .map(|token| self.verify(token))
+            .transpose()
+    }
+
     /// Whether a stream with `grant` may follow every topic of `topics`; returns whether
     /// it needs the grant (some topic is not public), so the stream ends when the grant
     /// expires.
@@ -279,7 +337,7 @@ impl Access {
         let mut needed = false;
         for topic in topics.iter() {
             let topic = topic.as_str();
-            if self.public.matches(topic) {
+            if self.public.matches(topic) && !self.private.matches(topic) {
                 continue;
             }
             needed = true;
@@ -315,8 +373,12 @@ fn read_key(path: &Path, issuer: Option<&str>, audience: Option<&str>) -> Result
 }
 
 /// The token a request carries: `Authorization: Bearer`, else the `switchyard_token`
-/// cookie. `Err` for an `Authorization` header that is not a bearer token.
-pub fn request_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, AuthError> {
+/// cookie when `cookies` (see [`crate::headers::cookies_count`]). `Err` for an
+/// `Authorization` header that is not a bearer token.
+pub fn request_token(
+    headers: &axum::http::HeaderMap,
+    cookies: bool,
+) -> Result<Option<&str>, AuthError> {
     use axum::http::header;
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let token = value
@@ -329,6 +391,9 @@ pub fn request_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, Au
                 AuthError::Invalid("the Authorization header must be `Bearer <token>`".into())
             })?;
         return Ok(Some(token));
+    }
+    if !cookies {
+        return Ok(None);
     }
     for value in headers.get_all(header::COOKIE) {
         let Ok(value) = value.to_str() else { continue };

@@ -189,14 +189,19 @@ fn tickets_are_single_use_and_expire() {
 #[test]
 fn tokens_come_from_bearer_or_cookie() {
     let mut h = axum::http::HeaderMap::new();
-    assert_eq!(request_token(&h), Ok(None));
+    assert_eq!(request_token(&h, true), Ok(None));
     h.insert(
         "cookie",
         "a=b; switchyard_token=t1; c=d".parse().expect("cookie"),
     );
-    assert_eq!(request_token(&h), Ok(Some("t1")));
+    assert_eq!(request_token(&h, true), Ok(Some("t1")));
+    assert_eq!(
+        request_token(&h, false),
+        Ok(None),
+        "a cookie that does not count"
+    );
     h.insert("authorization", "bearer t2".parse().expect("auth"));
-    assert_eq!(request_token(&h), Ok(Some("t2")));
+    assert_eq!(request_token(&h, true), Ok(Some("t2")));
     h.insert("authorization", "Basic x".parse().expect("auth"));
-    assert!(request_token(&h).is_err());
+    assert!(request_token(&h, true).is_err());
 }

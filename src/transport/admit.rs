@@ -17,7 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 
-use crate::auth::{AuthError, Grant, request_token};
+use crate::auth::{AuthError, Grant};
 use crate::config::AllowedOrigins;
 use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
@@ -122,11 +122,13 @@ pub fn admit(
         });
         return Err(e);
     }
-    let (grant, expires) = authorize(state, &topics, ticket.as_deref(), headers).map_err(|e| {
-        state.metrics.refuse(refused_reason(&e));
-        tracing::debug!(code = e.code(), error = %e, "stream refused");
-        ApiError::from(e)
-    })?;
+    let cookies = crate::headers::cookies_count(&state.config.allowed_origins, &authority, headers);
+    let (grant, expires) =
+        authorize(state, &topics, ticket.as_deref(), headers, cookies).map_err(|e| {
+            state.metrics.refuse(refused_reason(&e));
+            tracing::debug!(code = e.code(), error = %e, "stream refused");
+            ApiError::from(e)
+        })?;
     let websocket_key = match transport {
         Transport::WebSocket => Some(websocket_handshake(headers)?.clone()),
         _ => None,
@@ -152,6 +154,7 @@ fn authorize(
     topics: &TopicSet,
     ticket: Option<&str>,
     headers: &HeaderMap,
+    cookies: bool,
 ) -> Result<(Option<Grant>, Option<SystemTime>), AuthError> {
     let access = &state.access;
     let grant = match ticket.filter(|_| access.has_key()) {
@@ -160,10 +163,7 @@ fn authorize(
                 "the ticket is unknown, used or expired (a ticket opens one stream, within 30 s of POST /v1/tickets)".into(),
             )
         })?),
-        None if access.has_key() => request_token(headers)?
-            .map(|token| access.verify(token))
-            .transpose()?,
-        None => None,
+        None => access.request_grant(headers, cookies)?,
     };
     let needed = access.check(topics, grant.as_ref())?;
     let expires = grant.as_ref().filter(|_| needed).map(|g| g.expires);

@@ -111,8 +111,15 @@ fn op<T: Serialize>(name: &str, body: T) -> Bytes {
     ws_text_frame(to_json(&Op { op: name, body }).as_bytes())
 }
 
-fn error_frame(code: &str, message: &str) -> Bytes {
-    op("error", ErrorBody { code, message })
+fn error_frame(code: &str, message: &str, topic: Option<&str>) -> Bytes {
+    op(
+        "error",
+        ErrorBody {
+            code,
+            message,
+            topic,
+        },
+    )
 }
 
 /// `Sec-WebSocket-Accept` for an admitted handshake.
@@ -429,7 +436,7 @@ impl Session {
 
     /// Sends an `error` frame and closes with `code`.
     async fn refuse(&mut self, code: CloseCode, error: &'static str, message: &str) -> CloseReason {
-        let frame = error_frame(error, message);
+        let frame = error_frame(error, message, None);
         let _ = timeout(Duration::from_secs(1), async {
             if self.flush().await.is_ok() {
                 let _ = write_all(&*self.io, &frame).await;

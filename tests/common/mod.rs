@@ -91,6 +91,20 @@ pub struct TestApp {
 
 /// Starts the server with the defaults changed by `configure` (config from code, never
 /// from the process environment).
+/// Signs in to the demo as `user`; the session (for `Authorization: Bearer`).
+pub async fn demo_login(app: &TestApp, user: &str) -> String {
+    let resp = app
+        .client
+        .post(app.url("/demo/api/login"))
+        .json(&serde_json::json!({ "user": user }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), 200, "demo login");
+    let v: Value = resp.json().await.expect("login json");
+    v["session"].as_str().expect("session").to_owned()
+}
+
 pub async fn spawn_app(configure: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_at("127.0.0.1:0".parse().expect("addr"), configure).await
 }

@@ -136,12 +136,12 @@ pub(super) async fn handle(message: Message, sub: &mut Subscription, mut auth: A
                             .map_or(0, |d| d.as_secs()),
                     },
                 ),
-                Err(e) => error_frame(e.code(), &e.to_string()),
+                Err(e) => error_frame(e.code(), &e.to_string(), e.topic()),
             });
         }
         ClientOp::Unsubscribe { topics } => TopicSet::from_names(&topics)
             .map(|topics| sub.unsubscribe(&topics))
-            .map_err(|e| ("invalid_topic", e.0)),
+            .map_err(|e| ("invalid_topic", e.0, None)),
     };
     Reply::Frame(match result {
         Ok(()) => op(
@@ -151,24 +151,28 @@ pub(super) async fn handle(message: Message, sub: &mut Subscription, mut auth: A
                 cursor: sub.cursor(),
             },
         ),
-        Err((code, message)) => error_frame(code, &message),
+        Err((code, message, topic)) => error_frame(code, &message, topic.as_deref()),
     })
 }
+
+/// A refused op: its code, message and the topic it is about.
+type Refused = (&'static str, String, Option<String>);
 
 async fn subscribe(
     sub: &mut Subscription,
     topics: &[String],
     cursor: Option<&str>,
     auth: &mut Auth<'_>,
-) -> Result<(), (&'static str, String)> {
-    let topics = TopicSet::from_names(topics).map_err(|e| ("invalid_topic", e.0))?;
-    auth.check(&topics).map_err(|e| (e.code(), e.to_string()))?;
+) -> Result<(), Refused> {
+    let topics = TopicSet::from_names(topics).map_err(|e| ("invalid_topic", e.0, None))?;
+    auth.check(&topics)
+        .map_err(|e| (e.code(), e.to_string(), e.topic().map(str::to_owned)))?;
     let cursor = cursor
         .filter(|c| !c.is_empty())
         .map(Cursor::parse)
         .transpose()
-        .map_err(|e| ("invalid_cursor", e.0))?;
+        .map_err(|e| ("invalid_cursor", e.0, None))?;
     sub.subscribe(&topics, cursor.as_ref())
         .await
-        .map_err(|e| ("invalid_topic", e.0))
+        .map_err(|e| ("invalid_topic", e.0, None))
 }

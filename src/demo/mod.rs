@@ -10,7 +10,8 @@
 //! change exactly once, and a change whose publish fails is not applied at all.
 //!
 //! Topics: `projects` (every project, item and comment change) and
-//! `notifications/<user>` (one user's bell).
+//! `notifications/<user>` (one user's bell), private: each editor signs in
+//! ([`session`]) and follows them with a token the demo signs for exactly those two.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use std::time::SystemTime;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,10 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::error::ApiError;
 use crate::event::NewEvent;
 use crate::state::AppState;
+
+pub mod session;
+
+use session::Sessions;
 
 /// The editors of the demo (no accounts: pick one in the page).
 pub const USERS: &[&str] = &["ada", "grace", "linus"];
@@ -49,6 +54,7 @@ const MAX_TEXT: usize = 1000;
 pub struct Demo {
     app: Arc<AppState>,
     state: Mutex<Data>,
+    sessions: Sessions,
 }
 
 #[derive(Default, Serialize)]
@@ -133,11 +139,29 @@ impl Demo {
         Demo {
             app,
             state: Mutex::new(d),
+            sessions: Sessions::new(),
         }
     }
 
     async fn lock(&self) -> MutexGuard<'_, Data> {
         self.state.lock().await
+    }
+
+    /// The signed-in editor of a request. A `user` the request names besides (a body
+    /// field, a path or query parameter) must be that editor: Ada cannot act as Grace.
+    fn actor(&self, headers: &HeaderMap, named: Option<&str>) -> Result<String, ApiError> {
+        let signed_in = self.sessions.user(headers)?;
+        match named {
+            Some(name) if name != signed_in => Err(ApiError::Status {
+                status: StatusCode::FORBIDDEN,
+                code: "demo_wrong_user",
+                message: format!(
+                    "signed in as {signed_in}, not {:?}",
+                    name.chars().take(20).collect::<String>()
+                ),
+            }),
+            _ => user(&signed_in),
+        }
     }
 }
 
@@ -168,6 +192,8 @@ impl Data {
 /// The demo routes, mounted under `/demo/api`, with the demo's own state.
 pub(crate) fn routes<S>(app: Arc<AppState>) -> Router<S> {
     Router::new()
+        .route("/demo/api/login", post(login))
+        .route("/demo/api/token", get(token))
         .route("/demo/api/state", get(state))
         .route("/demo/api/projects", post(create_project))
         .route("/demo/api/projects/{pid}/items", post(create_item))
@@ -328,16 +354,84 @@ impl Notify {
 }
 
 #[derive(Deserialize)]
-struct StateQuery {
+#[serde(deny_unknown_fields)]
+struct Login {
     user: String,
+}
+
+/// `POST /demo/api/login {"user":"ada"}`: picking a name is the sign-in (the demo has no
+/// passwords); the answer's `session` goes in `Authorization: Bearer` from then on.
+async fn login(
+    State(demo): State<Arc<Demo>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: Login = body(b)?;
+    let user = user(&req.user)?;
+    let session = demo.sessions.sign_in(&user)?;
+    Ok(Json(json!({
+        "user": user,
+        "session": session,
+        "expires_in_ms": session::SESSION_TTL.as_millis() as u64,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenQuery {
+    ttl_s: Option<u64>,
+}
+
+/// `GET /demo/api/token[?ttl_s=N]`: a subscriber token for the signed-in editor's topics,
+/// what the page's `getToken` fetches before each connect.
+async fn token(
+    State(demo): State<Arc<Demo>>,
+    headers: HeaderMap,
+    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let user = demo.actor(&headers, None)?;
+    let ttl = match q.ttl_s {
+        None => session::TOKEN_TTL,
+        Some(s) => {
+            let ttl = std::time::Duration::from_secs(s);
+            if !(session::MIN_TOKEN_TTL..=session::TOKEN_TTL).contains(&ttl) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "ttl_s must be {} to {} seconds",
+                        session::MIN_TOKEN_TTL.as_secs(),
+                        session::TOKEN_TTL.as_secs()
+                    ),
+                ));
+            }
+            ttl
+        }
+    };
+    let token = session::token(&demo.app.access, &user, ttl)?;
+    Ok((
+        [(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        )],
+        Json(token),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateQuery {
+    user: Option<String>,
 }
 
 async fn state(
     State(demo): State<Arc<Demo>>,
+    headers: HeaderMap,
     query: Result<Query<StateQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let user = user(&q.user)?;
+    let user = demo.actor(&headers, q.user.as_deref())?;
     let d = demo.lock().await;
     // Read under the demo lock: no demo change is published but not applied.
     let cursor = demo.app.log.stats().head;
@@ -362,15 +456,16 @@ async fn state(
 #[serde(deny_unknown_fields)]
 struct NewProject {
     name: String,
-    user: String,
+    user: Option<String>,
 }
 
 async fn create_project(
     State(demo): State<Arc<Demo>>,
+    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewProject = body(b)?;
-    let actor = user(&req.user)?;
+    let actor = demo.actor(&headers, req.user.as_deref())?;
     let name = text("name", &req.name, MAX_TITLE)?;
     let mut d = demo.lock().await;
     if d.projects.len() >= MAX_PROJECTS {
@@ -398,16 +493,17 @@ async fn create_project(
 #[serde(deny_unknown_fields)]
 struct NewItem {
     title: String,
-    user: String,
+    user: Option<String>,
 }
 
 async fn create_item(
     State(demo): State<Arc<Demo>>,
+    headers: HeaderMap,
     Path(pid): Path<u64>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewItem = body(b)?;
-    let actor = user(&req.user)?;
+    let actor = demo.actor(&headers, req.user.as_deref())?;
     let title = text("title", &req.title, MAX_TITLE)?;
     let mut guard = demo.lock().await;
     let d = &mut *guard;
@@ -441,18 +537,19 @@ async fn create_item(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ItemChange {
-    user: String,
+    user: Option<String>,
     title: Option<String>,
     done: Option<bool>,
 }
 
 async fn update_item(
     State(demo): State<Arc<Demo>>,
+    headers: HeaderMap,
     Path((pid, iid)): Path<(u64, u64)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req: ItemChange = body(b)?;
-    let actor = user(&req.user)?;
+    let actor = demo.actor(&headers, req.user.as_deref())?;
     let title = req
         .title
         .as_deref()
@@ -490,16 +587,17 @@ async fn update_item(
 #[serde(deny_unknown_fields)]
 struct NewComment {
     text: String,
-    user: String,
+    user: Option<String>,
 }
 
 async fn create_comment(
     State(demo): State<Arc<Demo>>,
+    headers: HeaderMap,
     Path((pid, iid)): Path<(u64, u64)>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewComment = body(b)?;
-    let actor = user(&req.user)?;
+    let actor = demo.actor(&headers, req.user.as_deref())?;
     let body_text = text("text", &req.text, MAX_TEXT)?;
     let mut guard = demo.lock().await;
     let d = &mut *guard;
@@ -532,9 +630,10 @@ async fn create_comment(
 
 async fn mark_read(
     State(demo): State<Arc<Demo>>,
+    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let u = user(&name)?;
+    let u = demo.actor(&headers, Some(&name))?;
     let mut d = demo.lock().await;
     let data = json!({"user": u, "unread": 0});
     publish(
