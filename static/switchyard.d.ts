@@ -71,9 +71,21 @@ export interface ModeChange {
 
 /** Payload of the `error` event: a refusal, in the server's words. */
 export interface ClientError {
-  /** `invalid_topic`, `invalid_cursor`, or a code of the server's `error` frame. */
+  /**
+   * `invalid_topic`, `invalid_cursor`, a code of the server's `error` frame, or a token
+   * refusal (SPEC §9): `topic_forbidden` / `token_required` (with `topic`: this tab no
+   * longer follows it, its other topics carry on), `token_invalid`, `token_unavailable`
+   * (`getToken` threw, timed out or gave no string; retried with back-off).
+   */
   code: string;
   message: string;
+  /** The topic refused, for `topic_forbidden` and `token_required`; else null. */
+  topic: string | null;
+}
+
+/** What `getToken` is told: the topics the connection is about to follow (every tab's). */
+export interface TokenRequest {
+  topics: string[];
 }
 
 /** Payload of the `reset` event: events may be missing, refetch the app's state. */
@@ -118,10 +130,27 @@ export interface ConnectOptions {
   reports?: boolean;
   /**
    * Share one server connection among the tabs of this origin and API `url` (SPEC §11).
-   * Tabs share only when their `url`, `transports`, tuning options and `reports` are the
-   * same. Default true; false gives this tab a connection of its own.
+   * Tabs share only when their `url`, `transports`, tuning options, `reports` and
+   * `withCredentials` are the same. Default true; false gives this tab a connection of its
+   * own; a string is a group: only tabs with the same string share. The leader's
+   * `getToken` serves every tab of its group, so when one browser can hold several users
+   * on one origin, pass the user's id.
    */
-  share?: boolean;
+  share?: boolean | string;
+  /**
+   * Returns a subscriber token (a JWT, SPEC §9) for the topics asked. Called before each
+   * connect and after the server ends a stream with `token_expired`; the token goes in
+   * `Authorization: Bearer` on polls and negotiate, and WebSocket and SSE open with a
+   * one-time ticket (`POST /tickets`), so it never sits in a URL. Without it the
+   * `switchyard_token` cookie, if the app sets one, is what the server sees.
+   */
+  getToken?: (request: TokenRequest) => Promise<string>;
+  /**
+   * Send cookies to an API on another origin (`fetch` `credentials: 'include'`,
+   * `EventSource` `withCredentials`): for the `switchyard_token` cookie across origins.
+   * The server must then list this page's origin in SWITCHYARD_ALLOWED_ORIGINS. Default false.
+   */
+  withCredentials?: boolean;
   /** Told, in words, what the sharing between tabs does (leading, following, taking over). */
   debug?: (line: string) => void;
 }

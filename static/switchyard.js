@@ -69,6 +69,10 @@ const STRIKES_TO_FALL_BACK = 2;
 const WAKE_PONG_MS = 3000;
 /** Envelope ids remembered for duplicate detection (a small ring). */
 const SEEN_IDS = 512;
+/** Codes of a refused token or topic (SPEC §9), as 401/403 bodies and WebSocket `error`s carry them. */
+const AUTH_CODES = new Set(['token_required', 'token_invalid', 'token_expired', 'topic_forbidden']);
+/** A `getToken` that has not answered within this has failed (`token_unavailable`). */
+const TOKEN_TIMEOUT_MS = 15000;
 /** The server's limits on topics (SPEC §1, docs/protocol.md). */
 const MAX_TOPIC_LEN = 200;
 const MAX_TOPICS = 100;
@@ -160,6 +164,16 @@ function topicList(topics) {
 }
 
 /** An Error with the server's `{code, message}` shape. */
+/**
+ * The server's refusal of a token or of a topic (a 401/403 whose body names one of
+ * AUTH_CODES), as `{reason: 'token', code, message, topic}`; null for any other answer.
+ */
+function authRefusal(status, body) {
+  const e = body && body.error;
+  if ((status !== 401 && status !== 403) || !e || !AUTH_CODES.has(e.code)) return null;
+  return { reason: 'token', code: e.code, message: String(e.message || ''), topic: typeof e.topic === 'string' ? e.topic : null };
+}
+
 function clientError(code, message) {
   return Object.assign(new Error(message), { code });
 }
@@ -200,6 +214,10 @@ class Connection {
       allowed: allowed.length ? allowed : null,
       storage: options.storage !== undefined ? options.storage : safeLocalStorage(),
       reportsOn: options.reports !== false,
+      // SPEC §9: called before each connect and after `token_expired`.
+      getToken: typeof options.getToken === 'function' ? options.getToken : null,
+      // Cookies (the `switchyard_token` cookie) on requests to an API on another origin.
+      credentials: options.withCredentials ? 'include' : 'same-origin',
     };
     this.id = randomId();
     /** `debug`: a function that is told, in words, what the sharing between tabs does. */
@@ -221,10 +239,13 @@ class Connection {
 
     const shareable = options.share !== false && typeof BroadcastChannel === 'function'
       && globalThis.navigator && navigator.locks && typeof navigator.locks.request === 'function';
-    // Tabs share only when everything that shapes the connection is the same.
+    // Tabs share only when everything that shapes the connection is the same, and they
+    // are in the same group: the leader's token serves every tab, so tabs of different
+    // users in one browser (a `share` name per user) must not share.
     const tuning = Object.keys(DEFAULTS).filter((k) => k !== 'url' && o[k] !== DEFAULTS[k]).map((k) => `${k}=${o[k]}`);
+    const group = typeof options.share === 'string' ? options.share : '';
     this._shareName = shareable
-      ? `switchyard:${base}|${allowed.join(',') || '*'}|${tuning.join(',')}|${this._engineOptions.reportsOn}`
+      ? `switchyard:${base}|${allowed.join(',') || '*'}|${tuning.join(',')}|${this._engineOptions.reportsOn}|${this._engineOptions.credentials}|${group}`
       : null;
 
     this._onVisibility = () => {
@@ -401,7 +422,7 @@ class Connection {
   }
 
   _refuse(error) {
-    this._emit('error', { code: error.code, message: error.message });
+    this._emit('error', { code: error.code, message: error.message, topic: null });
     return Promise.reject(error);
   }
 
@@ -500,7 +521,9 @@ class Connection {
         break;
       case 'error':
         if (msg.to && msg.to !== this.id) return;
-        this._emit('error', { code: msg.code, message: msg.message });
+        // A refused topic (the hub no longer follows it for this tab).
+        if (msg.drop) this._positions.delete(msg.drop);
+        this._emit('error', { code: msg.code, message: msg.message, topic: msg.topic || null });
         if (msg.alone && this._share && !this._hub) {
           this._share.close();
           this._share = null;
@@ -1053,6 +1076,19 @@ class Hub {
   error(code, message) {
     this.post({ t: 'error', code: String(code || 'error'), message: String(message || '') });
   }
+
+  /**
+   * The server refused `topic` (`topic_forbidden`, or `token_required`): each tab that
+   * follows it is told with an `error` and stops following it; the others, and that tab's
+   * other topics, carry on. Without it the stream would be refused again and again.
+   */
+  refuse(topic, code, message) {
+    for (const [id, m] of this.members) {
+      if (!m.topics.delete(topic)) continue;
+      this.post({ t: 'error', to: id, code, message, topic, drop: topic });
+    }
+    this._sync();
+  }
 }
 
 // ---- the engine: one server connection -----------------------------------------------
@@ -1068,6 +1104,9 @@ class Engine {
     this._allowed = options.allowed;
     this._storage = options.storage;
     this._reportsOn = options.reportsOn;
+    this._getToken = options.getToken;
+    this._credentials = options.credentials;
+    this._token = null; // the token from the last getToken
     this._base = options.base;
     this._hub = hub;
     this._topics = topics;
@@ -1292,9 +1331,14 @@ class Engine {
     let info;
     this._negotiating = true;
     try {
+      if (this._getToken) this._token = await this._fetchToken();
       info = await this._negotiate();
     } catch (err) {
       if (this._closed || gen !== this._gen) return;
+      if (err && err.code) {
+        this._authFailed(err);
+        return;
+      }
       this._setMode('reconnecting', null, (err && err.reason) || 'network_error');
       this._scheduleReconnect(this._backoff());
       return;
@@ -1333,6 +1377,84 @@ class Engine {
     this._tryNext();
   }
 
+  /** Asks the app for a token (SPEC §9); `token_unavailable` when it cannot give one. */
+  async _fetchToken() {
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${TOKEN_TIMEOUT_MS} ms`)), TOKEN_TIMEOUT_MS);
+    });
+    let token;
+    try {
+      token = await Promise.race([this._getToken({ topics: [...this._topics] }), late]);
+    } catch (e) {
+      throw { reason: 'token', code: 'token_unavailable', message: `getToken failed: ${(e && e.message) || e}`, topic: null };
+    } finally {
+      clearTimeout(timer);
+    }
+    if (typeof token !== 'string' || !token) {
+      throw { reason: 'token', code: 'token_unavailable', message: 'getToken must resolve to a token (a non-empty string)', topic: null };
+    }
+    return token;
+  }
+
+  /** Headers that carry the token (long polls, negotiate, tickets). */
+  _authHeaders(headers = {}) {
+    return this._token ? { ...headers, Authorization: `Bearer ${this._token}` } : headers;
+  }
+
+  /**
+   * The query a WebSocket or EventSource opens with to carry the token: `&ticket=` of a
+   * one-time ticket (`POST /tickets`), so the token itself never sits in a URL. Empty
+   * without a token (a cookie, if any, travels by itself).
+   */
+  async _ticketQuery() {
+    if (!this._token) return '';
+    let res;
+    try {
+      res = await fetch(`${this._base}/tickets`, {
+        method: 'POST', cache: 'no-store', credentials: this._credentials, headers: this._authHeaders(),
+      });
+    } catch {
+      throw { reason: 'network_error' };
+    }
+    const body = await res.json().catch(() => null);
+    if (!res.ok || !body || typeof body.ticket !== 'string') throw authRefusal(res.status, body) || { reason: 'http_status' };
+    return `&ticket=${encodeURIComponent(body.ticket)}`;
+  }
+
+  /**
+   * The server refused the token or a topic. A topic is dropped for the tabs that asked
+   * (they get an `error`) and the rest reconnects at once; a token that expired is
+   * fetched again; a token that is refused (or that getToken cannot give) is an `error`,
+   * retried with back-off. Nothing is held against the transport: it is not remembered
+   * as failed, nor reported.
+   */
+  _authFailed(err) {
+    this._closeLinks();
+    this._setMode('reconnecting', null, err.code);
+    if (err.topic && (err.code === 'topic_forbidden' || err.code === 'token_required')) {
+      this._hub.refuse(err.topic, err.code, err.message);
+      this._scheduleReconnect(0);
+      return;
+    }
+    this._token = null;
+    if (err.code !== 'token_expired') this._hub.error(err.code, err.message);
+    this._scheduleReconnect(this._backoff());
+  }
+
+  /** A link could not open for its token or topics (see `_authFailed`). */
+  _linkAuthFailed(link, err) {
+    link.close();
+    if (link === this._pending) {
+      this._pending = null;
+      this._scheduleProbe();
+      return;
+    }
+    if (link !== this._active) return;
+    this._active = null;
+    this._authFailed(err);
+  }
+
   async _negotiate() {
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(), this._o.readyTimeoutMs + 1000);
@@ -1340,12 +1462,16 @@ class Engine {
       let res;
       try {
         res = await fetch(`${this._base}/negotiate?topics=${this._topicsParam()}`,
-          { cache: 'no-store', credentials: 'same-origin', signal: ctrl.signal });
+          { cache: 'no-store', credentials: this._credentials, signal: ctrl.signal, headers: this._authHeaders() });
       } catch {
         throw { reason: 'network_error' };
       }
-      const body = res.ok ? await res.json().catch(() => null) : null;
-      if (!body || !Array.isArray(body.transports)) {
+      const body = await res.json().catch(() => null);
+      if (!res.ok) {
+        const refused = authRefusal(res.status, body);
+        if (refused) throw refused;
+      }
+      if (!res.ok || !body || !Array.isArray(body.transports)) {
         if (res.status === 400 && typeof console !== 'undefined') {
           console.warn('switchyard: negotiate refused the request (check the topics):', res.status);
         }
@@ -1601,7 +1727,7 @@ class Engine {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ from, to, reason }),
-        credentials: 'same-origin',
+        credentials: this._credentials,
         keepalive: true,
       }).catch(() => {});
     } catch { /* ignore */ }
@@ -1705,13 +1831,24 @@ class Link {
       setTimeout(() => this.fail('network_error'));
     }
   }
+
+  /** Gets a ticket for the token (if any), then runs `open(query)` under `guard`. */
+  withTicket(open) {
+    this.conn._ticketQuery().then((query) => {
+      if (!this.closed) this.guard(() => open(query));
+    }, (err) => {
+      if (this.closed) return;
+      if (err && err.code) this.conn._linkAuthFailed(this, err);
+      else this.fail((err && err.reason) || 'network_error');
+    });
+  }
 }
 
 /** WebSocket: JSON text frames; `{"op":"ready"}` first, heartbeats visible. */
 class WsLink extends Link {
   open() {
-    this.guard(() => {
-      const ws = new WebSocket(this.conn._streamUrl('websocket'));
+    this.withTicket((query) => {
+      const ws = new WebSocket(this.conn._streamUrl('websocket') + query);
       this.ws = ws;
       ws.onopen = () => { this.opened = true; };
       ws.onmessage = (m) => this.message(m.data);
@@ -1748,7 +1885,11 @@ class WsLink extends Link {
       case 'subscribed': // the answer to the oldest subscribe/unsubscribe sent
       case 'error': { // …or its refusal; the session goes on
         const gen = this._ops.shift();
-        if (msg.op === 'error') this.conn._hub.error(msg.code, msg.message);
+        if (msg.op === 'error' && typeof msg.topic === 'string' && AUTH_CODES.has(msg.code)) {
+          this.conn._hub.refuse(msg.topic, msg.code, msg.message);
+        } else if (msg.op === 'error') {
+          this.conn._hub.error(msg.code, msg.message);
+        }
         if (gen !== undefined && this === this.conn._active) this.conn._live(gen);
         break;
       }
@@ -1800,8 +1941,9 @@ class WsLink extends Link {
 /** Server-Sent Events through EventSource; control events `ready`, `reset`, `reconnect`. */
 class SseLink extends Link {
   open() {
-    this.guard(() => {
-      const es = new EventSource(this.conn._streamUrl('sse'));
+    this.withTicket((query) => {
+      const es = new EventSource(this.conn._streamUrl('sse') + query,
+        { withCredentials: this.conn._credentials === 'include' });
       this.es = es;
       es.onopen = () => { this.opened = true; };
       es.addEventListener('ready', (e) => {
@@ -1864,10 +2006,14 @@ class PollLink extends Link {
         ctrl.abort();
       });
     const url = this.conn._streamUrl('longpoll') + (first ? '&timeout=0' : '');
-    fetch(url, { cache: 'no-store', credentials: 'same-origin', signal: ctrl.signal,
-      headers: { Accept: 'application/json' } })
+    fetch(url, { cache: 'no-store', credentials: this.conn._credentials, signal: ctrl.signal,
+      headers: this.conn._authHeaders({ Accept: 'application/json' }) })
       .then((res) => {
-        if (!res.ok) throw { reason: 'http_status' };
+        if (!res.ok) {
+          return res.json().catch(() => null).then((body) => {
+            throw authRefusal(res.status, body) || { reason: 'http_status' };
+          });
+        }
         return res.json().catch(() => { throw { reason: 'http_status' }; });
       })
       .then((answer) => {
@@ -1877,7 +2023,8 @@ class PollLink extends Link {
       }, (err) => {
         if (this.closed || ctrl !== this.ctrl) return; // closed, or superseded by kick()
         this.clearTimer(deadline);
-        this.fail(stalled ? 'stalled' : (err && err.reason) || 'network_error');
+        if (err && err.code) this.conn._linkAuthFailed(this, err);
+        else this.fail(stalled ? 'stalled' : (err && err.reason) || 'network_error');
       });
   }
 

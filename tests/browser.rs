@@ -371,6 +371,7 @@ async fn a_server_restart_ends_in_reconnect_and_reset() {
 async fn the_demo_cms_updates_every_open_tab_within_two_seconds() {
     let _serial = SERIAL.lock().await;
     let app = spawn_app(|_| {}).await;
+    let linus = demo_login(&app, "linus").await;
     let b = Browser::start().await;
     for transport in ["websocket", "sse", "longpoll"] {
         let ada = b
@@ -397,7 +398,8 @@ async fn the_demo_cms_updates_every_open_tab_within_two_seconds() {
         let resp: Value = app
             .client
             .post(app.url("/demo/api/projects/1/items"))
-            .json(&json!({"title": title, "user": "linus"}))
+            .header("authorization", format!("Bearer {linus}"))
+            .json(&json!({"title": title}))
             .send()
             .await
             .expect("POST item")
@@ -565,6 +567,204 @@ async fn waking_up_catches_up_at_once() {
             "{transport}: in order, once"
         );
     }
+    b.quit().await;
+    app.stop().await;
+}
+
+/// The demo's bell is private (SPEC §9): each page follows its editor's notifications
+/// with a token the demo signs for that editor, on every transport. Ada's page asking for
+/// Grace's bell gets `topic_forbidden` as an `error` event naming the topic, and keeps
+/// following what it may (no silent fallback, nothing marked failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_bell_is_private_and_a_refused_topic_is_an_error() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let grace = demo_login(&app, "grace").await;
+    let b = Browser::start().await;
+    for transport in ["websocket", "sse", "longpoll"] {
+        let tab = b
+            .open_tab(&app.url(&format!("/?user=ada&transports={transport}")))
+            .await;
+        b.wait_for(
+            &format!(
+                "window.demo && window.demo.ready && window.demo.conn.transport === '{transport}'"
+            ),
+            Duration::from_secs(10),
+            "ada's page to be live",
+        )
+        .await;
+        assert!(
+            b.eval("window.demo.tokens").await.as_u64().unwrap_or(0) >= 1,
+            "the page fetched a token"
+        );
+        // A second connection in Ada's page asks for her bell and Grace's.
+        b.eval_async(&format!(
+            r#"import('/switchyard.js').then(({{ connect }}) => {{
+                 const c = connect({{ topics: ['notifications/ada', 'notifications/grace'],
+                   transports: ['{transport}'], share: false, getToken: window.demo.getToken }});
+                 window.probe = {{ c, errors: [], events: [] }};
+                 c.on('error', (e) => window.probe.errors.push(e));
+                 c.on('event', (e) => window.probe.events.push(e));
+                 done(true);
+               }})"#
+        ))
+        .await;
+        let (errors, _) = b
+            .wait_for(
+                "window.probe.errors.length && window.probe.errors",
+                Duration::from_secs(10),
+                "Grace's topic to be refused",
+            )
+            .await;
+        assert_eq!(errors[0]["code"], "topic_forbidden", "{errors}");
+        assert_eq!(errors[0]["topic"], "notifications/grace", "{errors}");
+        b.wait_for(
+            &format!(
+                "window.probe.c.mode === 'live' || window.probe.c.transport === '{transport}'"
+            ),
+            Duration::from_secs(10),
+            "the connection to carry on with Ada's bell",
+        )
+        .await;
+        assert_eq!(
+            b.eval("window.probe.c.topics").await,
+            json!(["notifications/ada"])
+        );
+        // Grace adds an item: Ada's bell rings in the page and on the probe; nothing of
+        // Grace's reaches either.
+        let before = b
+            .eval("document.querySelector('[data-testid=bell-count]').textContent")
+            .await;
+        let before: u32 = before.as_str().unwrap_or("0").parse().unwrap_or(0);
+        let title = format!("Bell over {transport}");
+        let resp = app
+            .client
+            .post(app.url("/demo/api/projects/1/items"))
+            .header("authorization", format!("Bearer {grace}"))
+            .json(&json!({ "title": title }))
+            .send()
+            .await
+            .expect("POST item");
+        assert_eq!(resp.status(), 201);
+        b.wait_for(
+            &format!(
+                "Number(document.querySelector('[data-testid=bell-count]').textContent) === {}",
+                before + 1
+            ),
+            Duration::from_secs(5),
+            "Ada's bell to ring",
+        )
+        .await;
+        let (probe, _) = b
+            .wait_for(
+                "window.probe.events.length && window.probe.events.map((e) => e.topic)",
+                Duration::from_secs(5),
+                "the probe to hear Ada's notification",
+            )
+            .await;
+        assert_eq!(probe, json!(["notifications/ada"]));
+        let topics = b
+            .eval("[...new Set(window.demo.events.length ? window.demo.conn.topics : [])]")
+            .await;
+        assert_eq!(topics, json!(["projects", "notifications/ada"]));
+        assert_eq!(
+            b.eval("window.demo.errors.length").await,
+            json!(0),
+            "the page itself asked only for what it may"
+        );
+        b.eval("window.probe.c.close(), true").await;
+        b.close_tabs(vec![tab]).await;
+    }
+    let status = app.status().await;
+    assert!(
+        status["counters"]["fallbacks"]
+            .as_object()
+            .is_none_or(|f| f.is_empty())
+            || status["counters"]["fallbacks"] == json!(0),
+        "a refused topic is not a transport failure: {}",
+        status["counters"]
+    );
+    b.quit().await;
+    app.stop().await;
+}
+
+/// Tokens that last 3 s: each stream ends at `exp` with `token_expired`, the page's
+/// `getToken` is called again and the stream resumes from its cursor. Every item added
+/// meanwhile appears exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_refreshes_an_expiring_token_without_losing_an_event() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app(|_| {}).await;
+    let grace = demo_login(&app, "grace").await;
+    let b = Browser::start().await;
+    for transport in ["websocket", "sse", "longpoll"] {
+        let tab = b
+            .open_tab(&app.url(&format!("/?user=ada&transports={transport}&token_ttl=3")))
+            .await;
+        b.wait_for(
+            &format!(
+                "window.demo && window.demo.ready && window.demo.conn.transport === '{transport}'"
+            ),
+            Duration::from_secs(10),
+            "ada's page to be live",
+        )
+        .await;
+        // Publish until the page has fetched two more tokens (two expiries), then a few.
+        let mut titles = Vec::new();
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        loop {
+            every.tick().await;
+            let title = format!("{transport} #{}", titles.len());
+            let resp = app
+                .client
+                .post(app.url("/demo/api/projects/1/items"))
+                .header("authorization", format!("Bearer {grace}"))
+                .json(&json!({ "title": title }))
+                .send()
+                .await
+                .expect("POST item");
+            assert_eq!(resp.status(), 201);
+            titles.push(title);
+            let tokens = b.eval("window.demo.tokens").await.as_u64().unwrap_or(0);
+            if tokens >= 3 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the page fetched {tokens} tokens in 30 s; expected a refresh every ~3 s"
+            );
+        }
+        let want = json!(titles);
+        b.wait_for(
+            &format!(
+                "JSON.stringify(window.demo.state.projects[0].items.map((i) => i.title).filter((t) => t.startsWith('{transport} #'))) === {:?}",
+                want.to_string()
+            ),
+            Duration::from_secs(10),
+            "every item, once, in order",
+        )
+        .await;
+        let ids = b.eval("window.demo.events").await;
+        let ids: Vec<&str> = ids
+            .as_array()
+            .expect("ids")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort_by_key(|id| seq(id));
+        sorted.dedup();
+        assert_eq!(ids, sorted, "{transport}: events in order, none twice");
+        assert_eq!(b.eval("window.demo.errors.length").await, json!(0));
+        b.close_tabs(vec![tab]).await;
+    }
+    let refused = &app.status().await["counters"]["refused"];
+    assert_eq!(
+        refused["token_expired"],
+        json!(0),
+        "no stream was opened with an expired token: {refused}"
+    );
     b.quit().await;
     app.stop().await;
 }

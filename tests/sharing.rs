@@ -590,9 +590,10 @@ async fn without_sharing_each_tab_has_its_own_stream() {
     app.stop().await;
 }
 
-/// The demo CMS in ten tabs with WebSocket off: every tab live on one stream, an item
-/// typed in the last tab appears in the first within 2 s, and each tab's requests answer
-/// at once.
+/// The demo CMS in ten tabs of three editors with WebSocket off: every tab live, one
+/// stream per editor (each editor's token covers only their own bell, so the tabs of one
+/// editor share a connection, `share: user`), an item typed in the last tab appears in
+/// the first within 2 s, and each tab's requests answer at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_demo_tabs_with_websocket_off_stay_live() {
     let _serial = SERIAL.lock().await;
@@ -636,7 +637,7 @@ async fn ten_demo_tabs_with_websocket_off_stay_live() {
     );
     for (i, tab) in tabs.iter().enumerate() {
         b.switch(tab).await;
-        let ms = fetch_ms(&b, "/demo/api/state?user=ada").await;
+        let ms = fetch_ms(&b, "/v1/negotiate?topics=projects").await;
         assert!(
             (0.0..1000.0).contains(&ms),
             "demo tab {i}: a fetch took {ms} ms"
@@ -653,7 +654,23 @@ async fn ten_demo_tabs_with_websocket_off_stay_live() {
             "tab {i} ({role}): the pill says {title}"
         );
     }
-    assert_eq!(app.status().await["connections"]["open"], 1);
+    assert_eq!(
+        app.status().await["connections"]["open"],
+        3,
+        "one stream per editor"
+    );
+    let mut leaders = std::collections::BTreeMap::new();
+    for (i, tab) in tabs.iter().enumerate() {
+        b.switch(tab).await;
+        if b.eval("window.demo.conn.role").await == "leader" {
+            *leaders.entry(users[i % 3]).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        leaders,
+        users.iter().map(|u| (*u, 1)).collect(),
+        "each editor's tabs have one leader"
+    );
     b.quit().await;
     app.stop().await;
 }
