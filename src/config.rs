@@ -125,7 +125,8 @@ pub struct Config {
     pub poll_batch: usize,
 
     /// The demo app's routes and page: on or off. Unset: on on a loopback address, off
-    /// on any other (the demo has no real accounts).
+    /// on any other (the demo has no real accounts). With no token key, the demo makes
+    /// one of its own at start and keeps notifications/* private with it.
     #[arg(long, env = "SWITCHYARD_DEMO", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub demo: Option<bool>,
 }

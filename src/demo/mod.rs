@@ -139,7 +139,7 @@ impl Demo {
         Demo {
             app,
             state: Mutex::new(d),
-            sessions: Sessions::new(),
+            sessions: Sessions::generate(),
         }
     }
 

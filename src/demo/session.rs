@@ -72,7 +72,7 @@ fn seconds(t: SystemTime) -> u64 {
 
 impl Sessions {
     /// Sessions signed with a key made now.
-    pub fn new() -> Sessions {
+    pub fn generate() -> Sessions {
         let secret: [u8; 32] = rand::random();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[SESSION_AUDIENCE]);
