@@ -407,7 +407,10 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
         "log": {
             "retained": log.retained,
             "oldest": log.oldest,
+            "backend": state.log_backend(),
+            "retained_bytes": log.retained_bytes,
             "retain": state.config.retain,
+            "retain_bytes": state.config.retain_bytes.get(),
             "retain_age_s": state.config.retain_age.get().as_secs(),
         },
         "counters": {
@@ -441,6 +444,23 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
         text,
     )
         .into_response())
+}
+
+/// `GET /readyz` (SPEC §10): `200` when this node can serve — not draining, and its log
+/// answers — else `503`, with the reason; for load balancers and orchestrators.
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let backend = state.log_backend();
+    let (status, ready, reason) = if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, false, Some("draining"))
+    } else {
+        (StatusCode::OK, true, None)
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(json!({ "ready": ready, "reason": reason, "log": backend })),
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: 200 while serving, 503 while draining.

@@ -60,6 +60,22 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_RETAIN_AGE", default_value = "1h", value_parser = parse_retain_age)]
     pub retain_age: HumanDuration,
 
+    /// Most bytes the log keeps (e.g. 256MiB, 1GiB): each event's encodings (JSON, SSE and
+    /// WebSocket frames), as held in memory.
+    #[arg(long, env = "SWITCHYARD_RETAIN_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub retain_bytes: ByteSize,
+
+    /// A durable log in this folder (SPEC §10): epoch, retention and cursors survive a
+    /// restart or a crash. Unset: the log lives in memory.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With a data dir: `batch` (fsync each batch of appends before answering 201, with
+    /// group commit: a 201 survives a power cut) or `off` (a 201 survives a crash of the
+    /// process, not of the machine).
+    #[arg(long, env = "SWITCHYARD_FSYNC", default_value = "batch", value_parser = parse_fsync)]
+    pub fsync: bool,
+
     /// HMAC secret (32 bytes or more) that verifies HS256 subscriber tokens (SPEC §9).
     #[arg(long, env = "SWITCHYARD_TOKEN_SECRET", hide_env_values = true, value_parser = parse_token_secret)]
     pub token_secret: Option<String>,
@@ -129,6 +145,27 @@ pub struct Config {
     /// one of its own at start and keeps notifications/* private with it.
     #[arg(long, env = "SWITCHYARD_DEMO", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub demo: Option<bool>,
+}
+
+/// A size in bytes; prints in the largest unit that divides it (`256MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// The number of bytes.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (n, unit) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+            .into_iter()
+            .find(|(_, m)| self.0 >= *m && self.0.is_multiple_of(*m))
+            .map_or((self.0, "B"), |(u, m)| (self.0 / m, u));
+        write!(f, "{n}{unit}")
+    }
 }
 
 /// A duration that prints the way it was given (`15s`), for `--help` and logs.
@@ -434,6 +471,34 @@ fn parse_retain(s: &str) -> Result<usize, String> {
     parse_count(s, 1, MAX_RETAIN)
 }
 
+/// Most `SWITCHYARD_RETAIN_BYTES`.
+const MAX_RETAIN_BYTES: u64 = 1 << 40;
+
+fn parse_bytes(s: &str) -> Result<ByteSize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => 0,
+    };
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)) {
+        Some(n) if (1024..=MAX_RETAIN_BYTES).contains(&n) => Ok(ByteSize(n)),
+        _ => Err("expected a size from 1KiB to 1024GiB, e.g. 256MiB (units B, KiB, MiB, GiB; powers of 1024)".to_owned()),
+    }
+}
+
+fn parse_fsync(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "batch" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected batch or off".to_owned()),
+    }
+}
+
 fn parse_padding(s: &str) -> Result<usize, String> {
     parse_count(s, 0, MAX_SSE_PADDING)
 }
@@ -497,6 +562,10 @@ mod tests {
         assert_eq!(c.heartbeat.get(), Duration::from_secs(15));
         assert_eq!(c.poll_timeout.get(), Duration::from_secs(25));
         assert_eq!(c.retain, 10_000);
+        assert_eq!(c.retain_bytes.get(), 256 << 20);
+        assert_eq!(c.retain_bytes.to_string(), "256MiB");
+        assert!(c.fsync, "fsync per batch by default");
+        assert_eq!(c.data_dir, None);
         assert_eq!(c.retain_age.get(), Duration::from_secs(3600));
         assert_eq!(c.publish_key, None);
         assert_eq!(c.allowed_origins, AllowedOrigins::SameOrigin);

@@ -110,7 +110,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/negotiate", get(api::negotiate))
         .route("/v1/status", get(api::status))
         .route("/metrics", get(api::metrics))
-        .route("/healthz", get(api::healthz));
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz));
 
     // Streams: no timeout and no body limit layers (they would cut or buffer them).
     let streams = TRANSPORTS.iter().fold(

@@ -14,8 +14,9 @@ use crate::event::{Event, NewEvent};
 use crate::fanout::{self, Output};
 use crate::headers::{Authority, Peer, authority};
 use crate::limits::{REPORTS_PER_SECOND, TokenBucket};
+use crate::log::file::{FileConfig, FileLog};
 use crate::log::memory::{MemoryConfig, MemoryLog};
-use crate::log::{AppendError, SharedLog};
+use crate::log::{AppendError, Log, SharedLog};
 use crate::metrics::RefusedReason;
 use crate::metrics::{Metrics, TransportLabel};
 use crate::protocol::{TRANSPORTS, Transport};
@@ -60,10 +61,33 @@ impl AppState {
     /// key that cannot be read).
     pub fn new(config: Config) -> Result<Arc<AppState>, String> {
         let access = Access::from_config(&config)?;
-        let log: SharedLog = Arc::new(MemoryLog::new(MemoryConfig {
+        let retain = MemoryConfig {
             retain: config.retain,
             retain_age: config.retain_age.get(),
-        }));
+            retain_bytes: config.retain_bytes.get(),
+        };
+        let log: SharedLog = match &config.data_dir {
+            None => Arc::new(MemoryLog::new(retain)),
+            Some(dir) => {
+                let (log, found) = FileLog::open(FileConfig {
+                    dir: dir.clone(),
+                    fsync: config.fsync,
+                    retain,
+                    segment_bytes: crate::log::file::SEGMENT_BYTES,
+                })?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    epoch = log.epoch(),
+                    head = log.head(),
+                    events_read = found.events,
+                    segments = found.segments,
+                    torn_bytes_cut = found.cut,
+                    fsync = if config.fsync { "batch" } else { "off" },
+                    "durable log opened"
+                );
+                Arc::new(log)
+            }
+        };
         let metrics = Metrics::new(log.counters().clone());
         let fanout = Arc::new(fanout::Fanout::new(
             log.clone(),
@@ -112,6 +136,15 @@ impl AppState {
     }
 
     /// The authority of a request, if its host is one this server answers to; a `421`
+    /// The log backend's name: `memory` or `data_dir`.
+    pub fn log_backend(&self) -> &'static str {
+        if self.config.data_dir.is_some() {
+            "data_dir"
+        } else {
+            "memory"
+        }
+    }
+
     /// Whether a request's token cookie counts (see [`crate::headers::cookies_count`]).
     pub fn cookies_count(&self, peer: Peer, headers: &axum::http::HeaderMap) -> bool {
         let authority = authority(&self.config.trusted_proxies, peer, headers);

@@ -22,6 +22,14 @@ pub struct MemoryConfig {
     pub retain: usize,
     /// Oldest event kept (`SWITCHYARD_RETAIN_AGE`, default 1 h).
     pub retain_age: Duration,
+    /// Most bytes kept (`SWITCHYARD_RETAIN_BYTES`, default 256 MiB), counted as
+    /// [`held_bytes`]. The newest event is kept whatever its size.
+    pub retain_bytes: u64,
+}
+
+/// The bytes an event holds in memory: its three encodings.
+pub fn held_bytes(event: &Event) -> u64 {
+    (event.json.len() + event.sse.len() + event.ws_frame.len() + event.id.len()) as u64
 }
 
 impl Default for MemoryConfig {
@@ -29,6 +37,7 @@ impl Default for MemoryConfig {
         MemoryConfig {
             retain: 10_000,
             retain_age: Duration::from_secs(3600),
+            retain_bytes: 256 << 20,
         }
     }
 }
@@ -44,6 +53,8 @@ pub struct MemoryLog {
 struct State {
     /// Retained events with the instant they were received, oldest first.
     entries: VecDeque<(Instant, Arc<Event>)>,
+    /// [`held_bytes`] of `entries`.
+    bytes: u64,
     /// Sequence number the next event gets. Starts at 1.
     next_seq: u64,
     /// The head's watchers; `None` once closed.
@@ -60,16 +71,22 @@ impl State {
     }
 
     fn evict(&mut self, config: &MemoryConfig, now: Instant) {
-        while self.entries.len() > config.retain {
-            self.entries.pop_front();
-        }
-        while let Some((at, _)) = self.entries.front() {
-            if now.duration_since(*at) > config.retain_age {
-                self.entries.pop_front();
-            } else {
+        while let Some((at, event)) = self.entries.front() {
+            let over = self.entries.len() > config.retain
+                || (self.bytes > config.retain_bytes && self.entries.len() > 1)
+                || now.saturating_duration_since(*at) > config.retain_age;
+            if !over {
                 break;
             }
+            self.bytes -= held_bytes(event);
+            self.entries.pop_front();
         }
+    }
+
+    fn push(&mut self, at: Instant, event: Arc<Event>) {
+        self.bytes += held_bytes(&event);
+        self.next_seq = event.seq + 1;
+        self.entries.push_back((at, event));
     }
 
     fn after(&self, pos: u64, max: usize) -> Result<Vec<Arc<Event>>, ReadError> {
@@ -88,23 +105,69 @@ impl State {
 }
 
 impl MemoryLog {
-    /// An empty log.
+    /// An empty log with a fresh random epoch.
     pub fn new(config: MemoryConfig) -> MemoryLog {
-        let epoch: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(6)
-            .map(char::from)
-            .collect();
+        MemoryLog::with_epoch(new_epoch(), 0, config)
+    }
+
+    /// An empty log of `epoch` whose head is `head` (the next event gets `head + 1`).
+    pub fn with_epoch(epoch: String, head: u64, config: MemoryConfig) -> MemoryLog {
         MemoryLog {
             epoch: epoch.into_boxed_str(),
             config,
             state: Mutex::new(State {
                 entries: VecDeque::new(),
-                next_seq: 1,
-                head_tx: Some(watch::Sender::new(Head::default())),
+                bytes: 0,
+                next_seq: head + 1,
+                head_tx: Some(watch::Sender::new(Head {
+                    seq: head,
+                    events: Arc::from([]),
+                })),
             }),
             counters: LogCounters::default(),
         }
+    }
+
+    /// Takes in events read back from storage (at start, before any reader), each with
+    /// when it was received; the retention limits apply as usual.
+    pub fn restore(&self, events: impl IntoIterator<Item = (Instant, Arc<Event>)>) {
+        let mut state = self.lock();
+        for (at, event) in events {
+            state.push(at, event);
+            state.evict(&self.config, Instant::now());
+        }
+        let head = state.head();
+        if let Some(head_tx) = &state.head_tx {
+            head_tx.send_replace(Head {
+                seq: head,
+                events: Arc::from([]),
+            });
+        }
+    }
+
+    /// Sequence number of the oldest retained event (the head + 1 when none is).
+    pub fn first_seq(&self) -> u64 {
+        self.lock().first_seq()
+    }
+
+    /// Takes in events encoded elsewhere (a durable backend that stored them first),
+    /// numbered from the head on, and wakes the watchers.
+    pub fn insert(&self, events: &[Arc<Event>]) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        for event in events {
+            debug_assert_eq!(event.seq, state.next_seq, "inserts follow the head");
+            state.push(now, event.clone());
+        }
+        state.evict(&self.config, now);
+        if let Some(head_tx) = &state.head_tx {
+            head_tx.send_replace(Head {
+                seq: state.head(),
+                events: events.into(),
+            });
+        }
+        drop(state);
+        self.counters.published.inc_by(events.len() as u64);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -119,17 +182,8 @@ impl MemoryLog {
         let mut out = Vec::with_capacity(events.len());
         let mut state = self.lock();
         for new in events {
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            let event = Arc::new(Event::encode(
-                &self.epoch,
-                seq,
-                new.topic,
-                &new.kind,
-                &new.data,
-                received,
-            ));
-            state.entries.push_back((now, event.clone()));
+            let event = Arc::new(encode(&self.epoch, state.next_seq, new, received));
+            state.push(now, event.clone());
             out.push(event);
         }
         state.evict(&self.config, now);
@@ -143,6 +197,25 @@ impl MemoryLog {
         self.counters.published.inc_by(out.len() as u64);
         out
     }
+
+    /// Bytes retained.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+/// A fresh random epoch: 6 alphanumerics.
+pub fn new_epoch() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(6)
+        .map(char::from)
+        .collect()
+}
+
+/// Encodes a new event as number `seq` of `epoch`.
+pub fn encode(epoch: &str, seq: u64, new: NewEvent, received: SystemTime) -> Event {
+    Event::encode(epoch, seq, new.topic, &new.kind, &new.data, received)
 }
 
 impl Log for MemoryLog {
@@ -181,12 +254,13 @@ impl Log for MemoryLog {
     fn stats(&self) -> LogStats {
         let mut state = self.lock();
         state.evict(&self.config, Instant::now());
-        let (head, retained) = (state.head(), state.entries.len());
+        let (head, retained, bytes) = (state.head(), state.entries.len(), state.bytes);
         let oldest = state.entries.front().map(|(_, e)| e.seq);
         drop(state);
         LogStats {
             head: cursor(self, head),
             retained,
+            retained_bytes: bytes,
             oldest: oldest.map(|s| cursor(self, s)),
         }
     }
@@ -226,6 +300,33 @@ mod tests {
         let stats = log.stats();
         assert_eq!(stats.retained, 3);
         assert_eq!(stats.head, format!("{}-5", log.epoch()));
+    }
+
+    #[tokio::test]
+    async fn retention_counts_bytes_too() {
+        let one = held_bytes(&encode("abcdef", 1, ev(1), SystemTime::now()));
+        let config = MemoryConfig {
+            retain_bytes: one * 3,
+            ..MemoryConfig::default()
+        };
+        let log = MemoryLog::with_epoch("abcdef".into(), 0, config);
+        log.append((1..=5).map(ev).collect()).await.expect("append");
+        assert_eq!(log.stats().retained, 3);
+        assert_eq!(log.bytes(), one * 3);
+        assert_eq!(seqs(log.read_after(2, 10).await), Ok(vec![3, 4, 5]));
+        // The newest event stays, however big.
+        let tiny = MemoryLog::new(MemoryConfig {
+            retain_bytes: 1,
+            ..MemoryConfig::default()
+        });
+        tiny.append((1..=3).map(ev).collect())
+            .await
+            .expect("append");
+        assert_eq!(
+            seqs(tiny.read_after(0, 10).await),
+            Err(ReadError::Expired { first: 3 })
+        );
+        assert_eq!(seqs(tiny.read_after(2, 10).await), Ok(vec![3]));
     }
 
     #[tokio::test]

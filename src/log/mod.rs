@@ -2,7 +2,8 @@
 //!
 //! Everything above this module — subscriptions, the direct fan-out, the API, the demo —
 //! sees only the [`Log`] trait, so a backend is one file here plus its configuration
-//! switch. [`memory`] keeps the log in this process.
+//! switch. [`memory`] keeps the log in this process; [`file`](mod@file) keeps it durable in a
+//! folder (and serves it from memory).
 //!
 //! ## How readers follow the log
 //!
@@ -16,6 +17,7 @@
 //! the read wakes it again. This replaced a broadcast ring (measured in
 //! `BENCHMARKS.md`, "The log interface").
 
+pub mod file;
 pub mod memory;
 mod subscription;
 
@@ -77,6 +79,8 @@ pub struct LogStats {
     pub head: String,
     /// Events currently retained.
     pub retained: usize,
+    /// Bytes they hold in memory (their encodings).
+    pub retained_bytes: u64,
     /// Cursor of the oldest retained event, if any.
     pub oldest: Option<String>,
 }
