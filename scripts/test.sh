@@ -7,11 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests need: headless Chromium and its driver for the browser
-# client tests, nginx for the proxy tests. Installed only when missing.
+# client tests, nginx for the proxy tests, redis-server for the Redis log. Installed
+# only when missing.
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v nginx >/dev/null || need_apt+=(nginx-light)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_apt[*]}"

@@ -451,7 +451,13 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let backend = state.log_backend();
     let (status, ready, reason) = if state.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, false, Some("draining"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            false,
+            Some("draining".to_owned()),
+        )
+    } else if let Err(why) = state.log.ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, false, Some(why))
     } else {
         (StatusCode::OK, true, None)
     };

@@ -70,6 +70,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// A Redis (Streams) log shared by every node that names it (SPEC §10), e.g.
+    /// redis://127.0.0.1:6379/0. Overrides SWITCHYARD_DATA_DIR.
+    #[arg(long, env = "SWITCHYARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
     /// With a data dir: `batch` (fsync each batch of appends before answering 201, with
     /// group commit: a 201 survives a power cut) or `off` (a 201 survives a crash of the
     /// process, not of the machine).

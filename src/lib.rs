@@ -213,7 +213,9 @@ pub async fn run(
     // The names the server answers to by default are those of the address it listens on.
     let mut config = config;
     config.addr = addr;
-    let state = AppState::new(config).map_err(std::io::Error::other)?;
+    let state = AppState::open(config)
+        .await
+        .map_err(std::io::Error::other)?;
     tracing::info!(
         %addr,
         epoch = state.log.epoch(),

@@ -16,6 +16,7 @@ use crate::headers::{Authority, Peer, authority};
 use crate::limits::{REPORTS_PER_SECOND, TokenBucket};
 use crate::log::file::{FileConfig, FileLog};
 use crate::log::memory::{MemoryConfig, MemoryLog};
+use crate::log::redis::RedisLog;
 use crate::log::{AppendError, Log, SharedLog};
 use crate::metrics::RefusedReason;
 use crate::metrics::{Metrics, TransportLabel};
@@ -54,40 +55,74 @@ pub struct AppState {
     pub reports: TokenBucket,
 }
 
+/// The retention limits of a configuration.
+fn retention(config: &Config) -> MemoryConfig {
+    MemoryConfig {
+        retain: config.retain,
+        retain_age: config.retain_age.get(),
+        retain_bytes: config.retain_bytes.get(),
+    }
+}
+
+/// The log in this process: memory, or the data dir.
+fn local_log(config: &Config) -> Result<SharedLog, String> {
+    let retain = retention(config);
+    Ok(match &config.data_dir {
+        None => Arc::new(MemoryLog::new(retain)),
+        Some(dir) => {
+            let (log, found) = FileLog::open(FileConfig {
+                dir: dir.clone(),
+                fsync: config.fsync,
+                retain,
+                segment_bytes: crate::log::file::SEGMENT_BYTES,
+            })?;
+            tracing::info!(
+                dir = %dir.display(),
+                epoch = log.epoch(),
+                head = log.head(),
+                events_read = found.events,
+                segments = found.segments,
+                torn_bytes_cut = found.cut,
+                fsync = if config.fsync { "batch" } else { "off" },
+                "durable log opened"
+            );
+            Arc::new(log)
+        }
+    })
+}
+
 impl AppState {
     /// Builds the state for a configuration.
     ///
     /// `Err` with a one-line reason for a configuration that cannot be served (a token
     /// key that cannot be read).
-    pub fn new(config: Config) -> Result<Arc<AppState>, String> {
-        let access = Access::from_config(&config)?;
-        let retain = MemoryConfig {
-            retain: config.retain,
-            retain_age: config.retain_age.get(),
-            retain_bytes: config.retain_bytes.get(),
-        };
-        let log: SharedLog = match &config.data_dir {
-            None => Arc::new(MemoryLog::new(retain)),
-            Some(dir) => {
-                let (log, found) = FileLog::open(FileConfig {
-                    dir: dir.clone(),
-                    fsync: config.fsync,
-                    retain,
-                    segment_bytes: crate::log::file::SEGMENT_BYTES,
-                })?;
+    pub async fn open(config: Config) -> Result<Arc<AppState>, String> {
+        let log = match &config.redis_url {
+            Some(url) => {
+                let log = RedisLog::open(url, retention(&config)).await?;
                 tracing::info!(
-                    dir = %dir.display(),
                     epoch = log.epoch(),
                     head = log.head(),
-                    events_read = found.events,
-                    segments = found.segments,
-                    torn_bytes_cut = found.cut,
-                    fsync = if config.fsync { "batch" } else { "off" },
-                    "durable log opened"
+                    retained = log.stats().retained,
+                    "Redis log opened"
                 );
-                Arc::new(log)
+                Arc::new(log) as SharedLog
             }
+            None => local_log(&config)?,
         };
+        AppState::with_log(config, log)
+    }
+
+    /// Builds the state for a configuration whose log is in this process (memory or a
+    /// data dir): see [`AppState::open`] for every backend.
+    pub fn new(config: Config) -> Result<Arc<AppState>, String> {
+        let log = local_log(&config)?;
+        AppState::with_log(config, log)
+    }
+
+    /// The state over an opened log.
+    pub fn with_log(config: Config, log: SharedLog) -> Result<Arc<AppState>, String> {
+        let access = Access::from_config(&config)?;
         let metrics = Metrics::new(log.counters().clone());
         let fanout = Arc::new(fanout::Fanout::new(
             log.clone(),
@@ -138,7 +173,9 @@ impl AppState {
     /// The authority of a request, if its host is one this server answers to; a `421`
     /// The log backend's name: `memory` or `data_dir`.
     pub fn log_backend(&self) -> &'static str {
-        if self.config.data_dir.is_some() {
+        if self.config.redis_url.is_some() {
+            "redis"
+        } else if self.config.data_dir.is_some() {
             "data_dir"
         } else {
             "memory"

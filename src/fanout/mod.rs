@@ -241,6 +241,15 @@ impl Fanout {
                     sink.hand_back(generation, None);
                 }
                 shard.held.store(0, Ordering::Relaxed);
+                // A backend that replaced its in-memory copy (the Redis log after a
+                // flush: a new epoch) is open again: follow the new one. A closed log
+                // (the drain) has no watch.
+                if let Some(mut next) = self.log.watch() {
+                    done = next.borrow_and_update().seq;
+                    head = Some(next);
+                    lock(&shard.incoming).closed = false;
+                    continue;
+                }
                 return;
             }
             let mut from = done;

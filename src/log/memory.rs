@@ -128,6 +128,13 @@ impl MemoryLog {
         }
     }
 
+    /// The same log counting into `counters` (a backend that replaces its in-memory copy
+    /// keeps one set of counters).
+    pub fn with_counters(mut self, counters: LogCounters) -> MemoryLog {
+        self.counters = counters;
+        self
+    }
+
     /// Takes in events read back from storage (at start, before any reader), each with
     /// when it was received; the retention limits apply as usual.
     pub fn restore(&self, events: impl IntoIterator<Item = (Instant, Arc<Event>)>) {

@@ -19,6 +19,7 @@
 
 pub mod file;
 pub mod memory;
+pub mod redis;
 mod subscription;
 
 use std::sync::Arc;
@@ -130,6 +131,11 @@ pub trait Log: Send + Sync + 'static {
 
     /// The log's counters.
     fn counters(&self) -> &LogCounters;
+
+    /// Whether the log can serve now (`/readyz`): `Err` says why not.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The cursor string of sequence number `seq` in `log`.
