@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::auth::{AuthError, request_token};
+use crate::auth::{AuthError, TicketError, request_token};
 use crate::error::ApiError;
 use crate::event::{NewEvent, TopicSet};
 use crate::headers::Peer;
@@ -271,9 +271,17 @@ pub(crate) async fn ticket(
         .access
         .tickets
         .issue(grant)
-        .ok_or(ApiError::TooManyRequests(
-            "too many tickets are waiting for their streams; retry in a few seconds",
-        ))?;
+        .await
+        .map_err(|e| match e {
+            TicketError::Full => ApiError::TooManyRequests(
+                "too many tickets are waiting for their streams; retry in a few seconds",
+            ),
+            TicketError::Unavailable(why) => ApiError::Unavailable {
+                code: "log_unavailable",
+                message: format!("the ticket store is unavailable: {why}"),
+                enabled: Vec::new(),
+            },
+        })?;
     Ok((
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

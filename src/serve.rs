@@ -203,7 +203,7 @@ async fn prepare(mut stream: TcpStream, state: Arc<AppState>, head: Box<Head>) -
     stream.read_exact(&mut consumed).await.ok()?;
     drop(consumed);
     let peer = Peer(stream.peer_addr().ok().map(|a| a.ip()));
-    let admitted = transport::admit(&state, head.route, peer, &head.uri, &head.headers);
+    let admitted = transport::admit(&state, head.route, peer, &head.uri, &head.headers).await;
     let common = crate::headers::response_headers(&state.config.allowed_origins, &head.headers);
     drop(head);
     let admitted = match admitted {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Access;
+use crate::auth::{Access, RedisTickets, TicketStore};
 use crate::config::{AllowedHosts, Config};
 use crate::error::ApiError;
 use crate::event::{Event, NewEvent};
@@ -97,9 +97,12 @@ impl AppState {
     /// `Err` with a one-line reason for a configuration that cannot be served (a token
     /// key that cannot be read).
     pub async fn open(config: Config) -> Result<Arc<AppState>, String> {
+        let mut tickets = None;
         let log = match &config.redis_url {
             Some(url) => {
                 let log = RedisLog::open(url, retention(&config)).await?;
+                tickets =
+                    Some(Arc::new(RedisTickets::new(log.connection())) as Arc<dyn TicketStore>);
                 tracing::info!(
                     epoch = log.epoch(),
                     head = log.head(),
@@ -110,19 +113,27 @@ impl AppState {
             }
             None => local_log(&config)?,
         };
-        AppState::with_log(config, log)
+        AppState::with_log(config, log, tickets)
     }
 
     /// Builds the state for a configuration whose log is in this process (memory or a
     /// data dir): see [`AppState::open`] for every backend.
     pub fn new(config: Config) -> Result<Arc<AppState>, String> {
         let log = local_log(&config)?;
-        AppState::with_log(config, log)
+        AppState::with_log(config, log, None)
     }
 
-    /// The state over an opened log.
-    pub fn with_log(config: Config, log: SharedLog) -> Result<Arc<AppState>, String> {
-        let access = Access::from_config(&config)?;
+    /// The state over an opened log, with a shared ticket store (else one in this
+    /// process).
+    pub fn with_log(
+        config: Config,
+        log: SharedLog,
+        tickets: Option<Arc<dyn TicketStore>>,
+    ) -> Result<Arc<AppState>, String> {
+        let mut access = Access::from_config(&config)?;
+        if let Some(tickets) = tickets {
+            access.tickets = tickets;
+        }
         let metrics = Metrics::new(log.counters().clone());
         let fanout = Arc::new(fanout::Fanout::new(
             log.clone(),

@@ -373,3 +373,60 @@ async fn an_outage_is_503_and_survived_and_a_flushed_redis_is_a_new_epoch() {
     );
     node.terminate();
 }
+
+/// A ticket issued by one node opens a stream on another, once (behind a load balancer
+/// without sticky sessions the browser posts to one node and connects to the next).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_from_one_node_opens_a_stream_on_another_once() {
+    let redis = Redis::start("tickets").await;
+    let secret = "0123456789abcdef0123456789abcdef";
+    let url = redis.url();
+    let env = [
+        ("SWITCHYARD_REDIS_URL", url.as_str()),
+        ("SWITCHYARD_TOKEN_SECRET", secret),
+    ];
+    let (a, b) = (spawn_binary(&env).await, spawn_binary(&env).await);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"exp": exp, "topics": ["r"]}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign");
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/v1/tickets", a.base()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("ticket");
+    assert_eq!(resp.status(), 201);
+    let ticket: Value = resp.json().await.expect("JSON");
+    let ticket = ticket["ticket"].as_str().expect("ticket").to_owned();
+    let open = |base: String| {
+        let client = client.clone();
+        let ticket = ticket.clone();
+        async move {
+            let (status, v) = get_json(
+                &client,
+                &format!("{base}/v1/poll?topics=r&timeout=0&ticket={ticket}"),
+            )
+            .await;
+            (status, v["error"]["code"].clone())
+        }
+    };
+    assert_eq!(open(b.base()).await.0, 200, "redeemed on the other node");
+    assert_eq!(
+        open(a.base()).await,
+        (401, json!("token_invalid")),
+        "and only once"
+    );
+    let (status, _) = get_json(&client, &format!("{}/v1/poll?topics=r&timeout=0", b.base())).await;
+    assert_eq!(status, 401, "the topic is private");
+    a.terminate();
+    b.terminate();
+}

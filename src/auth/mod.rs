@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 pub use crate::event::Patterns;
 use crate::event::TopicSet;
-pub use tickets::{MAX_TICKETS, TICKET_TTL, TicketStore, Tickets};
+pub use tickets::{MAX_TICKETS, RedisTickets, TICKET_TTL, TicketError, TicketStore, Tickets};
 
 /// Clock skew tolerated on `exp` (and `nbf`), between the application that signs and
 /// this server.

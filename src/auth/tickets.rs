@@ -2,19 +2,22 @@
 //! good for one stream open within [`TICKET_TTL`], so native `EventSource` and
 //! `WebSocket` (which cannot send headers) never put a long-lived token in a URL.
 //!
-//! The store is a trait so that several nodes can share one: with Redis (the log issue)
-//! a ticket is `SET ticket:<name> <grant> NX PX 30000` and is redeemed with `GETDEL`,
-//! so any node redeems, exactly once, what any node issued. [`Tickets`] keeps them in
-//! this process.
+//! The store is a trait so that several nodes can share one: [`RedisTickets`] keeps a
+//! ticket as `SET switchyard:ticket:<name> <grant> NX PX <ttl>` and redeems it with
+//! `GETDEL`, so any node redeems, exactly once, what any node issued (a client behind a
+//! load balancer without sticky sessions posts the ticket to one node and opens its stream
+//! on another). [`Tickets`] keeps them in this process.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::{BoxFuture, FutureExt, ready};
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
 
-use super::Grant;
+use super::{Grant, Patterns};
 
 /// How long a ticket may wait for its stream.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -24,14 +27,39 @@ pub const MAX_TICKETS: usize = 100_000;
 /// Length of a ticket's name: 32 alphanumerics, about 190 bits.
 const TICKET_LEN: usize = 32;
 
+/// Why a ticket could not be issued or redeemed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// [`MAX_TICKETS`] are waiting.
+    #[error("too many tickets are waiting for their streams; retry in a few seconds")]
+    Full,
+    /// The shared store cannot be reached.
+    #[error("the ticket store is unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// Where tickets wait for their stream.
 pub trait TicketStore: Send + Sync + 'static {
-    /// Stores `grant` under a new ticket, good for the returned time; `None` when the
-    /// store is full.
-    fn issue(&self, grant: Grant) -> Option<(String, Duration)>;
+    /// Stores `grant` under a new ticket, good for the returned time.
+    fn issue(&self, grant: Grant) -> BoxFuture<'_, Result<(String, Duration), TicketError>>;
 
     /// Takes the grant of `ticket` (once): `None` if unknown, used or expired.
-    fn redeem(&self, ticket: &str) -> Option<Grant>;
+    fn redeem<'a>(&'a self, ticket: &'a str) -> BoxFuture<'a, Result<Option<Grant>, TicketError>>;
+}
+
+/// A new ticket's name, and how long it may wait: never longer than its token.
+fn new_ticket(grant: &Grant) -> (String, Duration) {
+    let ttl = grant
+        .expires
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .min(TICKET_TTL);
+    let name: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(TICKET_LEN)
+        .map(char::from)
+        .collect();
+    (name, ttl)
 }
 
 /// Tickets in this process, bounded by [`MAX_TICKETS`].
@@ -72,29 +100,23 @@ impl Tickets {
 }
 
 impl TicketStore for Tickets {
-    fn issue(&self, grant: Grant) -> Option<(String, Duration)> {
-        self.issue_at(grant, Instant::now())
+    fn issue(&self, grant: Grant) -> BoxFuture<'_, Result<(String, Duration), TicketError>> {
+        ready(
+            self.issue_at(grant, Instant::now())
+                .ok_or(TicketError::Full),
+        )
+        .boxed()
     }
 
-    fn redeem(&self, ticket: &str) -> Option<Grant> {
-        self.redeem_at(ticket, Instant::now())
+    fn redeem<'a>(&'a self, ticket: &'a str) -> BoxFuture<'a, Result<Option<Grant>, TicketError>> {
+        ready(Ok(self.redeem_at(ticket, Instant::now()))).boxed()
     }
 }
 
 impl Tickets {
     /// [`TicketStore::issue`] at `now`.
     pub(super) fn issue_at(&self, grant: Grant, now: Instant) -> Option<(String, Duration)> {
-        // Never good for longer than the token it stands for.
-        let ttl = grant
-            .expires
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .min(TICKET_TTL);
-        let name: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(TICKET_LEN)
-            .map(char::from)
-            .collect();
+        let (name, ttl) = new_ticket(&grant);
         let mut inner = self.lock();
         inner.purge(now);
         if inner.order.len() >= MAX_TICKETS {
@@ -111,5 +133,86 @@ impl Tickets {
         inner.purge(now);
         let (deadline, grant) = inner.by_name.remove(ticket)?;
         (deadline > now).then_some(grant)
+    }
+}
+
+/// Tickets in Redis, shared by every node on it (see the module doc). Redis expires
+/// each after its time (at most 30 s); what waits is bounded by the rate tickets are
+/// issued at, times 30 s.
+pub struct RedisTickets {
+    conn: redis::aio::ConnectionManager,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredGrant {
+    topics: String,
+    exp: u64,
+    sub: Option<String>,
+}
+
+impl RedisTickets {
+    /// Tickets kept through `conn`.
+    pub fn new(conn: redis::aio::ConnectionManager) -> RedisTickets {
+        RedisTickets { conn }
+    }
+}
+
+fn key(name: &str) -> String {
+    format!("switchyard:ticket:{name}")
+}
+
+fn unavailable(e: impl std::fmt::Display) -> TicketError {
+    TicketError::Unavailable(e.to_string())
+}
+
+impl TicketStore for RedisTickets {
+    fn issue(&self, grant: Grant) -> BoxFuture<'_, Result<(String, Duration), TicketError>> {
+        async move {
+            let (name, ttl) = new_ticket(&grant);
+            let stored = StoredGrant {
+                topics: grant.topics.to_string(),
+                exp: grant
+                    .expires
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                sub: grant.sub,
+            };
+            let body = serde_json::to_string(&stored).map_err(unavailable)?;
+            let mut conn = self.conn.clone();
+            let set: Option<String> = redis::cmd("SET")
+                .arg(key(&name))
+                .arg(body)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            set.map(|_| (name, ttl))
+                .ok_or_else(|| unavailable("a ticket name was taken twice"))
+        }
+        .boxed()
+    }
+
+    fn redeem<'a>(&'a self, ticket: &'a str) -> BoxFuture<'a, Result<Option<Grant>, TicketError>> {
+        async move {
+            if ticket.len() != TICKET_LEN || !ticket.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Ok(None);
+            }
+            let mut conn = self.conn.clone();
+            let body: Option<String> = redis::cmd("GETDEL")
+                .arg(key(ticket))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let Some(body) = body else { return Ok(None) };
+            let stored: StoredGrant = serde_json::from_str(&body).map_err(unavailable)?;
+            Ok(Some(Grant {
+                topics: Patterns::parse_list(&stored.topics).map_err(unavailable)?,
+                expires: UNIX_EPOCH + Duration::from_secs(stored.exp),
+                sub: stored.sub,
+            }))
+        }
+        .boxed()
     }
 }

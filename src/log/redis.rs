@@ -155,6 +155,13 @@ impl RedisLog {
     }
 }
 
+impl RedisLog {
+    /// A connection to the log's Redis (multiplexed; shared, e.g. by the ticket store).
+    pub fn connection(&self) -> ConnectionManager {
+        self.inner.appends.clone()
+    }
+}
+
 impl Inner {
     fn memory(&self) -> Arc<MemoryLog> {
         self.current

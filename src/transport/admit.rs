@@ -77,7 +77,7 @@ pub struct Admitted {
 }
 
 /// Admits the stream request `uri` + `headers` came with to `route`, or says why not.
-pub fn admit(
+pub async fn admit(
     state: &Arc<AppState>,
     route: Route,
     peer: Peer,
@@ -123,8 +123,9 @@ pub fn admit(
         return Err(e);
     }
     let cookies = crate::headers::cookies_count(&state.config.allowed_origins, &authority, headers);
-    let (grant, expires) =
-        authorize(state, &topics, ticket.as_deref(), headers, cookies).map_err(|e| {
+    let (grant, expires) = authorize(state, &topics, ticket.as_deref(), headers, cookies)
+        .await
+        .map_err(|e| {
             state.metrics.refuse(refused_reason(&e));
             tracing::debug!(code = e.code(), error = %e, "stream refused");
             ApiError::from(e)
@@ -149,7 +150,7 @@ pub fn admit(
 /// The grant a request carries (a ticket, else a bearer token or the cookie), checked
 /// against its topics; and when the stream must end for it. Tokens are not looked at
 /// when the server verifies none.
-fn authorize(
+async fn authorize(
     state: &AppState,
     topics: &TopicSet,
     ticket: Option<&str>,
@@ -158,11 +159,18 @@ fn authorize(
 ) -> Result<(Option<Grant>, Option<SystemTime>), AuthError> {
     let access = &state.access;
     let grant = match ticket.filter(|_| access.has_key()) {
-        Some(ticket) => Some(access.tickets.redeem(ticket).ok_or_else(|| {
-            AuthError::Invalid(
-                "the ticket is unknown, used or expired (a ticket opens one stream, within 30 s of POST /v1/tickets)".into(),
-            )
-        })?),
+        Some(ticket) => Some(
+            access
+                .tickets
+                .redeem(ticket)
+                .await
+                .map_err(|e| AuthError::Invalid(e.to_string()))?
+                .ok_or_else(|| {
+                    AuthError::Invalid(
+                        "the ticket is unknown, used or expired (a ticket opens one stream, within 30 s of POST /v1/tickets)".into(),
+                    )
+                })?,
+        ),
         None => access.request_grant(headers, cookies)?,
     };
     let needed = access.check(topics, grant.as_ref())?;

@@ -46,7 +46,7 @@ pub(crate) async fn handler(State(state): State<Arc<AppState>>, request: Request
         .get::<crate::headers::Peer>()
         .copied()
         .unwrap_or_default();
-    let admitted = match admit(&state, route, peer, &parts.uri, &parts.headers) {
+    let admitted = match admit(&state, route, peer, &parts.uri, &parts.headers).await {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };

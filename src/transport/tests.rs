@@ -33,13 +33,15 @@ fn try_admit(
 ) -> Result<Admitted, ApiError> {
     let uri: Uri = path_and_query.parse().expect("uri");
     let route = Route::from_path(uri.path()).expect("a stream route");
-    admit(
+    // In memory, admission never waits: run it to completion here.
+    futures_util::FutureExt::now_or_never(admit(
         state,
         route,
         crate::headers::Peer::default(),
         &uri,
         &headers(pairs),
-    )
+    ))
+    .expect("admission in memory does not wait")
 }
 
 /// The code of the error `admit` gives, or the transport it admitted.
