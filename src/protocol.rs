@@ -181,7 +181,7 @@ pub struct Reset {
 /// `reconnect`: the server is draining; come back after `after_ms`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reconnect {
-    /// Why (`shutdown`).
+    /// Why (`shutdown`, `log_unavailable`, `token_expired`).
     pub reason: &'static str,
     /// How long to wait first.
     pub after_ms: u64,
@@ -192,6 +192,15 @@ impl Reconnect {
     pub fn shutdown() -> Reconnect {
         Reconnect {
             reason: "shutdown",
+            after_ms: rand::rng().random_range(RECONNECT_AFTER_MS),
+        }
+    }
+
+    /// A reconnect for a stream whose node lost its log (Redis unreachable): come back
+    /// after a jittered delay, here (where `/readyz` says 503) or on another node.
+    pub fn log_unavailable() -> Reconnect {
+        Reconnect {
+            reason: "log_unavailable",
             after_ms: rand::rng().random_range(RECONNECT_AFTER_MS),
         }
     }

@@ -303,6 +303,16 @@ async fn an_outage_is_503_and_survived_and_a_flushed_redis_is_a_new_epoch() {
     })
     .await;
 
+    // SPEC §10: the node tells its streams to reconnect (a load balancer following
+    // /readyz sends them elsewhere).
+    let told = stream.next().await;
+    assert_eq!(told["op"], "reconnect", "{told}");
+    assert_eq!(told["reason"], "log_unavailable", "{told}");
+    let cursor = before[4].clone();
+    // One that comes back here during the outage is served when Redis is back.
+    let mut stream = Ws::connect(&ws(&base, &format!("topics=r&cursor={cursor}"))).await;
+    assert_eq!(stream.next().await["op"], "ready");
+
     // Back with its data: the same epoch, the stream resumes, nothing lost or doubled.
     redis.run().await;
     wait_until(Duration::from_secs(15), "/readyz to say 200 again", || {

@@ -205,6 +205,12 @@ impl MemoryLog {
         out
     }
 
+    /// The retained events with when each was received, oldest first (to carry them into
+    /// a new copy).
+    pub fn retained(&self) -> Vec<(Instant, Arc<Event>)> {
+        self.lock().entries.iter().cloned().collect()
+    }
+
     /// Bytes retained.
     pub fn bytes(&self) -> u64 {
         self.lock().bytes

@@ -22,9 +22,10 @@
 //! reader loads what Redis retains with `XRANGE` (the catch-up), in batches.
 //!
 //! **Redis unreachable**: appends answer `503 log_unavailable` (nothing is acknowledged
-//! that Redis did not store), `/readyz` answers `503`, streams stay open and quiet (their
-//! heartbeats go on); once Redis is back the reader continues after the last entry it took
-//! and every stream resumes where it was, nothing lost. **Redis flushed or replaced** (the
+//! that Redis did not store), `/readyz` answers `503`, and the node ends its streams with
+//! `reconnect` (`log_unavailable`) by closing its copy for a new one with the same events;
+//! clients come back from their cursors (elsewhere, or here, where they wait). Once Redis
+//! is back the reader continues after the last entry it took, nothing lost. **Redis flushed or replaced** (the
 //! epoch key is gone or differs): the node takes the new epoch, closes its in-memory copy
 //! so that every stream ends, and its clients reconnect with cursors of the old epoch and
 //! get `reset` (`unknown_epoch`). The same happens if this node falls so far behind that
@@ -171,23 +172,42 @@ impl Inner {
             .clone()
     }
 
+    /// Ends every reader of the copy and starts a new one with the same epoch and events.
+    fn carry_over(&self) {
+        let old = self.memory();
+        let fresh = MemoryLog::with_epoch(old.epoch().to_owned(), old.head(), self.retain.clone())
+            .with_counters(self.counters.clone());
+        fresh.restore(old.retained());
+        self.install(old.epoch().to_owned(), fresh);
+    }
+
     /// Starts a new in-memory copy (`epoch`, from `head`) and ends every reader of the old.
     fn replace(&self, epoch: String, head: u64) {
+        let fresh = MemoryLog::with_epoch(epoch.clone(), head, self.retain.clone())
+            .with_counters(self.counters.clone());
+        self.install(epoch, fresh);
+    }
+
+    /// Makes `fresh` the copy and closes the old one (its readers end).
+    fn install(&self, epoch: String, fresh: MemoryLog) {
         if self.closing.load(Ordering::Relaxed) {
             return;
         }
-        let fresh = Arc::new(
-            MemoryLog::with_epoch(epoch.clone(), head, self.retain.clone())
-                .with_counters(self.counters.clone()),
-        );
-        let fresh = Current {
-            memory: fresh,
-            epoch: Box::leak(epoch.into_boxed_str()),
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        // The same epoch keeps its leaked name.
+        let name = if current.epoch == epoch {
+            current.epoch
+        } else {
+            Box::leak(epoch.into_boxed_str())
         };
         let old = std::mem::replace(
-            &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
-            fresh,
+            &mut *current,
+            Current {
+                memory: Arc::new(fresh),
+                epoch: name,
+            },
         );
+        drop(current);
         old.memory.close();
     }
 }
@@ -312,7 +332,11 @@ async fn read_loop(inner: Arc<Inner>, mut conn: ConnectionManager) {
             Ok(reply) => reply,
             Err(e) => {
                 if inner.reachable.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "the Redis log is unreachable: publishes answer 503 until it is back");
+                    tracing::warn!(error = %e, "the Redis log is unreachable: publishes answer 503 and streams are told to reconnect until it is back");
+                    // SPEC §10: the node tells its streams to reconnect (elsewhere, if a
+                    // load balancer follows /readyz); a new copy with the same events
+                    // serves those that come back here, from their cursors.
+                    inner.carry_over();
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));

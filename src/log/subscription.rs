@@ -43,6 +43,16 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The `reconnect` for a subscription that ended (its log closed): `log_unavailable`
+    /// when the log cannot serve (it ended its readers for that), else `shutdown`.
+    pub fn ended(&self) -> crate::protocol::Reconnect {
+        if self.log.ready().is_err() {
+            crate::protocol::Reconnect::log_unavailable()
+        } else {
+            crate::protocol::Reconnect::shutdown()
+        }
+    }
+
     /// Subscribes to `topics`, replaying everything after `cursor` (or from now when
     /// `None`), then live. A cursor that cannot be resumed gives a reset first.
     pub async fn open(log: SharedLog, topics: TopicSet, cursor: Option<&Cursor>) -> Subscription {

@@ -42,9 +42,10 @@ pub(crate) async fn serve(admitted: Admitted) -> Result<Response, ApiError> {
                     answer.push(item);
                     answer.collect(&mut sub, batch);
                 }
-                // The log closes only when the server drains (`Log::close`), as for the
-                // streams; a poll made during the drain gets here at once.
-                None => reconnect = Some(Reconnect::shutdown()),
+                // The log closes when the server drains (`Log::close`), as for the
+                // streams (a poll made during the drain gets here at once), or when it
+                // cannot serve.
+                None => reconnect = Some(sub.ended()),
             },
             () = tokio::time::sleep(wait) => {}
             () = expiry.wait() => reconnect = Some(Reconnect::token_expired()),

@@ -228,7 +228,7 @@ async fn next_chunk(sub: &mut Subscription, due: &mut Heartbeat) -> Chunk {
                     super::coalesce(item, sub, frame, usize::MAX, MAX_COALESCE_BYTES);
                 Chunk::Events { bytes, events, more }
             }
-            None => Chunk::End(reconnect(sub, Reconnect::shutdown())),
+            None => Chunk::End(reconnect(sub, sub.ended())),
         },
         () = due.due() => Chunk::Heartbeat,
     }

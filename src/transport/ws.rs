@@ -355,8 +355,8 @@ impl Session {
     /// The subscription's next item, with every item ready after it, in one write.
     async fn on_item(&mut self, item: Option<Item>) -> Step {
         let Some(item) = item else {
-            // The log closes only when the server drains.
-            let reconnect = op("reconnect", Reconnect::shutdown());
+            // The log closes when the server drains, or when it cannot serve.
+            let reconnect = op("reconnect", self.sub.ended());
             let _ = timeout(Duration::from_secs(1), async {
                 let _ = write_all(&*self.io, &reconnect).await;
                 self.socket
