@@ -6,112 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::browser::{Browser, Nginx, SERIAL, page_ids, wait_mode};
+use common::redis::{Redis, command};
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A `redis-server` on a free loopback port, its data in a folder of its own (AOF on, so
-/// a restart keeps the data unless the folder is emptied). Killed on drop.
-struct Redis {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<tokio::process::Child>,
-}
-
-impl Redis {
-    async fn start(name: &str) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-redis-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let mut r = Redis {
-            port,
-            dir,
-            child: None,
-        };
-        r.run().await;
-        r
-    }
-
-    async fn run(&mut self) {
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        self.child = Some(child);
-        let port = self.port;
-        wait_until(
-            Duration::from_secs(10),
-            "redis-server to answer PING",
-            || async move {
-                command(port, "PING")
-                    .await
-                    .filter(|r| r.starts_with("+PONG"))
-            },
-        )
-        .await;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Stops it the way an operator does (SIGTERM: it finishes its AOF) and waits.
-    async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().expect("pid") as i32;
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            )
-            .expect("SIGTERM");
-            within(
-                Duration::from_secs(10),
-                "redis-server to exit",
-                child.wait(),
-            )
-            .await
-            .expect("wait");
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Sends one inline command; the first line of the answer (None if unreachable).
-async fn command(port: u16, cmd: &str) -> Option<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("{cmd}\r\n").as_bytes()).await.ok()?;
-    let mut buf = vec![0u8; 512];
-    let n = within(Duration::from_secs(5), "a Redis answer", s.read(&mut buf))
-        .await
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
 
 async fn publish(client: &reqwest::Client, base: &str, n: u64) -> (u16, Value) {
     let resp = client
@@ -439,4 +338,101 @@ async fn a_ticket_from_one_node_opens_a_stream_on_another_once() {
     assert_eq!(status, 401, "the topic is private");
     a.terminate();
     b.terminate();
+}
+
+/// The shipped two-node nginx config (round robin, no sticky sessions) in front of two
+/// nodes on one Redis, in real Chromium: the client stays live and exact while each node
+/// in turn is stopped and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_two_nodes_behind_nginx_the_client_stays_live_and_exact() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start("nginx").await;
+    let url = redis.url();
+    let ports = [common::browser::free_port(), common::browser::free_port()];
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let node = |i: usize| {
+        let (url, addr) = (url.clone(), addr(i));
+        async move {
+            spawn_binary(&[
+                ("SWITCHYARD_REDIS_URL", url.as_str()),
+                ("SWITCHYARD_ADDR", addr.as_str()),
+            ])
+            .await
+        }
+    };
+    let mut nodes = [Some(node(0).await), Some(node(1).await)];
+    let shipped = include_str!("../deploy/nginx-nodes.conf")
+        .replace("listen 8080;", "listen 127.0.0.1:{{PORT}};")
+        .replace("server 127.0.0.1:3001 ", &format!("server {} ", addr(0)))
+        .replace("server 127.0.0.1:3002 ", &format!("server {} ", addr(1)));
+    let nginx = Nginx::start(&shipped, "").await;
+    let b = Browser::start().await;
+    b.open_tab(&format!(
+        "{}/client-test.html?topics=r&forget=1",
+        nginx.base()
+    ))
+    .await;
+    wait_mode(&b, "live", "websocket", Duration::from_secs(10)).await;
+    let client = reqwest::Client::new();
+    let mut published = Vec::new();
+    let mut n = 0;
+    for round in 0..2 {
+        // Publish through nginx, then stop the node `round`, publish on the other, and
+        // start it again.
+        for _ in 0..5 {
+            published.push(publish_ok(&client, &nginx.base(), n).await);
+            n += 1;
+        }
+        let stopped = nodes[round].take().expect("running");
+        stopped.terminate();
+        let mut stopped = stopped;
+        within(
+            Duration::from_secs(10),
+            "the node to exit",
+            stopped.child.wait(),
+        )
+        .await
+        .expect("wait");
+        let other = nodes[1 - round].as_ref().expect("running").base();
+        for _ in 0..5 {
+            published.push(publish_ok(&client, &other, n).await);
+            n += 1;
+        }
+        nodes[round] = Some(node(round).await);
+        let last = published.last().expect("published").clone();
+        b.wait_for(
+            &format!("window.sy.ids().includes('{last}')"),
+            Duration::from_secs(20),
+            "the page to get every event while a node was down",
+        )
+        .await;
+        wait_mode(&b, "live", "websocket", Duration::from_secs(20)).await;
+    }
+    for _ in 0..5 {
+        published.push(publish_ok(&client, &nginx.base(), n).await);
+        n += 1;
+    }
+    let last = published.last().expect("published").clone();
+    b.wait_for(
+        &format!("window.sy.ids().includes('{last}')"),
+        Duration::from_secs(20),
+        "the last events",
+    )
+    .await;
+    assert_eq!(
+        page_ids(&b).await,
+        published,
+        "every event once, in order, across both restarts"
+    );
+    let errors: Vec<String> = nginx
+        .error_log()
+        .lines()
+        .filter(|l| l.contains("[error]") && !l.contains("Connection refused"))
+        .map(str::to_owned)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    b.quit().await;
+    for node in nodes.iter().flatten() {
+        node.terminate();
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
+pub mod redis;
 
 use std::future::Future;
 use std::process::Stdio;
