@@ -175,6 +175,16 @@ impl Metrics {
             m.log.lagged.clone(),
         );
         registry.register(
+            "log_errors",
+            "Appends and reads the log backend could not carry out (disk or Redis errors)",
+            m.log.errors.clone(),
+        );
+        registry.register(
+            "log_lag_ms",
+            "Redis log: how far behind this node's copy was when it last took events in, in ms",
+            m.log.lag_ms.clone(),
+        );
+        registry.register(
             "fanout_handbacks",
             "Times the direct fan-out found a parked stream's socket full (or failed) and handed the stream back to its task",
             m.handed_back.clone(),

@@ -277,6 +277,47 @@ async fn retention_holds_across_a_restart() {
     assert!(v["reset"].is_null(), "{v}");
     assert_eq!(ids_of(&v), ids[7..]);
     server.terminate();
+
+    // By bytes: 1 KiB keeps only the newest few events, before and after a restart.
+    let env = [
+        ("SWITCHYARD_DATA_DIR", dir.as_str()),
+        ("SWITCHYARD_RETAIN_BYTES", "1KiB"),
+    ];
+    let mut server = spawn_binary(&env).await;
+    for n in 10..20 {
+        publish_one(&client, &server.base(), n)
+            .await
+            .expect("publish");
+    }
+    let bytes_before = status_of(&server.base()).await["log"].clone();
+    server.child.kill().await.expect("SIGKILL");
+    let server = spawn_binary(&env).await;
+    let log = status_of(&server.base()).await["log"].clone();
+    assert_eq!(
+        log["retained"], bytes_before["retained"],
+        "{log} vs {bytes_before}"
+    );
+    assert_eq!(
+        log["oldest"], bytes_before["oldest"],
+        "{log} vs {bytes_before}"
+    );
+    let retained = log["retained"].as_u64().expect("retained");
+    assert!((1..10).contains(&retained), "{log}");
+    assert!(
+        log["retained_bytes"].as_u64().expect("bytes") <= 1024,
+        "{log}"
+    );
+    assert_eq!(log["retain_bytes"], 1024, "{log}");
+    server.terminate();
+}
+
+async fn status_of(base: &str) -> Value {
+    reqwest::get(format!("{base}/v1/status"))
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("JSON")
 }
 
 fn ids_of(v: &Value) -> Vec<String> {

@@ -202,6 +202,30 @@ async fn an_outage_is_503_and_survived_and_a_flushed_redis_is_a_new_epoch() {
     })
     .await;
 
+    let (_, status) = get_json(&client, &format!("{base}/v1/status")).await;
+    assert_eq!(status["log"]["backend"], "redis", "{status}");
+    assert_eq!(
+        status["log"]["unavailable"], "Redis is unreachable",
+        "{status}"
+    );
+    assert!(
+        status["log"]["errors"].as_u64().unwrap_or(0) >= 1,
+        "{status}"
+    );
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_log_errors_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     // SPEC §10: the node tells its streams to reconnect (a load balancer following
     // /readyz sends them elsewhere).
     let told = stream.next().await;

@@ -376,6 +376,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.memory.counters().errors.inc();
                 tracing::error!(error = %e, dir = %self.dir.display(), "the log could not store a batch; answering 503");
                 for (_, done) in encoded {
                     let _ = done.send(Err(AppendError::Unavailable(e.clone())));

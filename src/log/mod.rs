@@ -95,6 +95,11 @@ pub struct LogCounters {
     pub resets: Counter,
     /// Times a reader that was at the head fell behind and caught up from the log.
     pub lagged: Counter,
+    /// Appends and reads the backend could not carry out (a disk or Redis error).
+    pub errors: Counter,
+    /// A shared backend: how far this node's copy was behind when it last took events
+    /// in (from the publish to the node's reader), in milliseconds.
+    pub lag_ms: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// An ordered, retained log of events with one epoch.

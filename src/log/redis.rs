@@ -331,6 +331,7 @@ async fn read_loop(inner: Arc<Inner>, mut conn: ConnectionManager) {
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
+                inner.counters.errors.inc();
                 if inner.reachable.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "the Redis log is unreachable: publishes answer 503 and streams are told to reconnect until it is back");
                     // SPEC §10: the node tells its streams to reconnect (elsewhere, if a
@@ -389,6 +390,12 @@ async fn read_loop(inner: Arc<Inner>, mut conn: ConnectionManager) {
             inner.replace(memory.epoch().to_owned(), first - 1);
             continue;
         }
+        if let Some(newest) = events.last() {
+            let lag = SystemTime::now()
+                .duration_since(newest.received)
+                .unwrap_or_default();
+            inner.counters.lag_ms.set(lag.as_millis() as i64);
+        }
         let events: Vec<Arc<Event>> = events.into_iter().map(|e| Arc::new(e.event)).collect();
         memory.insert(&events);
     }
@@ -433,7 +440,10 @@ impl Log for RedisLog {
                 call.arg(serde_json::to_vec(&entry).map_err(unavailable)?);
             }
             let mut conn = self.inner.appends.clone();
-            let first: u64 = call.invoke_async(&mut conn).await.map_err(unavailable)?;
+            let first: u64 = call.invoke_async(&mut conn).await.map_err(|e| {
+                self.inner.counters.errors.inc();
+                unavailable(e)
+            })?;
             let last = first + n - 1;
             // Wait for this node's reader to take them in (encoded once, there).
             let mut head = memory
