@@ -304,6 +304,37 @@ async fn an_outage_is_503_and_survived_and_a_flushed_redis_is_a_new_epoch() {
         fresh.as_str(),
         "streams of the new epoch are served"
     );
+
+    // Replaced: restarted without its data. Another new epoch, found after the reconnect.
+    redis.stop().await;
+    for entry in std::fs::read_dir(&redis.dir).expect("list") {
+        let path = entry.expect("entry").path();
+        let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+    }
+    redis.run().await;
+    let flushed_epoch = fresh.split('-').next().expect("epoch").to_owned();
+    wait_until(
+        Duration::from_secs(15),
+        "the node to take the replaced Redis's epoch",
+        || {
+            let client = client.clone();
+            let url = format!("{base}/v1/status");
+            let old = flushed_epoch.clone();
+            async move {
+                let (_, v) = get_json(&client, &url).await;
+                (v["epoch"].as_str().is_some_and(|e| e != old) && v["log"]["unavailable"].is_null())
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let (_, v) = get_json(
+        &client,
+        &format!("{base}/v1/poll?topics=r&cursor={fresh}&timeout=0"),
+    )
+    .await;
+    assert_eq!(v["reset"]["reason"], "unknown_epoch", "{v}");
+    assert_eq!(seq(&publish_ok(&client, &base, 8).await), 1);
     node.terminate();
 }
 

@@ -10,7 +10,7 @@ use super::{wait_until, within};
 /// a restart keeps the data unless the folder is emptied). Killed on drop.
 pub struct Redis {
     pub port: u16,
-    dir: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
     child: Option<tokio::process::Child>,
 }
 
