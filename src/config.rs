@@ -71,7 +71,7 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
 
     /// A Redis (Streams) log shared by every node that names it (SPEC §10), e.g.
-    /// redis://127.0.0.1:6379/0. Overrides SWITCHYARD_DATA_DIR.
+    /// redis://127.0.0.1:6379/0. Not with SWITCHYARD_DATA_DIR.
     #[arg(long, env = "SWITCHYARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 

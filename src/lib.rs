@@ -80,6 +80,12 @@ pub fn check_config(config: &Config, addr: SocketAddr) -> Result<(), String> {
              anyone could publish. Set SWITCHYARD_PUBLISH_KEY (16+ characters) or listen on 127.0.0.1"
         ));
     }
+    if config.data_dir.is_some() && config.redis_url.is_some() {
+        return Err(
+            "set SWITCHYARD_DATA_DIR (a durable log on this node) or SWITCHYARD_REDIS_URL (a log shared by many nodes), not both"
+                .into(),
+        );
+    }
     let has_key = config.token_secret.is_some() || config.token_public_key_file.is_some();
     if !has_key && config.public_topics.is_none() && !addr.ip().is_loopback() {
         return Err(format!(

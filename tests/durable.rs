@@ -375,4 +375,16 @@ async fn a_data_dir_that_cannot_be_used_stops_the_start_with_one_line() {
     let server = spawn_binary(&[("SWITCHYARD_DATA_DIR", held.to_str().expect("path"))]).await;
     refused_start(&held, "another switchyard process is using this folder").await;
     server.terminate();
+    // Both durable backends at once is a mistake, said at start.
+    let (code, _, stderr) = run_binary(
+        &[
+            ("SWITCHYARD_ADDR", "127.0.0.1:0"),
+            ("SWITCHYARD_DATA_DIR", dir.as_str()),
+            ("SWITCHYARD_REDIS_URL", "redis://127.0.0.1:1/"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not both"), "{stderr}");
 }
