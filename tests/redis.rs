@@ -479,10 +479,17 @@ async fn through_two_nodes_behind_nginx_the_client_stays_live_and_exact() {
         published,
         "every event once, in order, across both restarts"
     );
+    // The stopped node refuses connections, and may reset the WebSocket it was draining
+    // (a close that crosses the client's frame): nginx logs both; anything else is a
+    // proxy problem.
     let errors: Vec<String> = nginx
         .error_log()
         .lines()
-        .filter(|l| l.contains("[error]") && !l.contains("Connection refused"))
+        .filter(|l| {
+            l.contains("[error]")
+                && !l.contains("Connection refused")
+                && !l.contains("Connection reset by peer) while proxying upgraded connection")
+        })
         .map(str::to_owned)
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
