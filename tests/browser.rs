@@ -571,6 +571,25 @@ async fn waking_up_catches_up_at_once() {
     app.stop().await;
 }
 
+/// Opens the demo page with `query` and waits until it is live over `transport`.
+async fn open_live_demo(
+    b: &Browser,
+    app: &TestApp,
+    query: &str,
+    transport: &str,
+) -> fantoccini::wd::WindowHandle {
+    let tab = b.open_tab(&app.url(&format!("/?{query}"))).await;
+    b.wait_for(
+        &format!(
+            "window.demo && window.demo.ready && window.demo.conn.transport === '{transport}'"
+        ),
+        Duration::from_secs(10),
+        "the demo page to be live",
+    )
+    .await;
+    tab
+}
+
 /// The demo's bell is private (SPEC §9): each page follows its editor's notifications
 /// with a token the demo signs for that editor, on every transport. Ada's page asking for
 /// Grace's bell gets `topic_forbidden` as an `error` event naming the topic, and keeps
@@ -582,15 +601,11 @@ async fn the_demo_bell_is_private_and_a_refused_topic_is_an_error() {
     let grace = demo_login(&app, "grace").await;
     let b = Browser::start().await;
     for transport in ["websocket", "sse", "longpoll"] {
-        let tab = b
-            .open_tab(&app.url(&format!("/?user=ada&transports={transport}")))
-            .await;
-        b.wait_for(
-            &format!(
-                "window.demo && window.demo.ready && window.demo.conn.transport === '{transport}'"
-            ),
-            Duration::from_secs(10),
-            "ada's page to be live",
+        let tab = open_live_demo(
+            &b,
+            &app,
+            &format!("user=ada&transports={transport}"),
+            transport,
         )
         .await;
         assert!(
@@ -698,15 +713,11 @@ async fn the_client_refreshes_an_expiring_token_without_losing_an_event() {
     let grace = demo_login(&app, "grace").await;
     let b = Browser::start().await;
     for transport in ["websocket", "sse", "longpoll"] {
-        let tab = b
-            .open_tab(&app.url(&format!("/?user=ada&transports={transport}&token_ttl=3")))
-            .await;
-        b.wait_for(
-            &format!(
-                "window.demo && window.demo.ready && window.demo.conn.transport === '{transport}'"
-            ),
-            Duration::from_secs(10),
-            "ada's page to be live",
+        let tab = open_live_demo(
+            &b,
+            &app,
+            &format!("user=ada&transports={transport}&token_ttl=3"),
+            transport,
         )
         .await;
         // Publish until the page has fetched two more tokens (two expiries), then a few.
