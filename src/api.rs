@@ -198,6 +198,7 @@ pub(crate) async fn negotiate(
     let Query(query) = query.map_err(|e| {
         ApiError::bad_request("invalid_query", format!("query string: {}", e.body_text()))
     })?;
+    let mut token_left = None;
     if let Some(topics) = query.topics.as_deref() {
         let topics = TopicSet::parse_list(topics)
             .map_err(|e| ApiError::bad_request("invalid_topic", e.0))?;
@@ -205,7 +206,16 @@ pub(crate) async fn negotiate(
         // read the answer (it cannot read a refused WebSocket upgrade or EventSource).
         let cookies = state.cookies_count(peer.map(|p| p.0).unwrap_or_default(), &headers);
         let grant = state.access.request_grant(&headers, cookies)?;
-        state.access.check(&topics, grant.as_ref())?;
+        if state.access.check(&topics, grant.as_ref())? {
+            // By the server's clock, so a client with a skewed clock still knows when
+            // to fetch the next token before a poll would carry an expired one.
+            token_left = grant.map(|g| {
+                g.expires
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .as_millis() as u64
+            });
+        }
     }
     let transports: Vec<Offered> = state
         .config
@@ -221,7 +231,7 @@ pub(crate) async fn negotiate(
         .into_iter()
         .filter_map(|name| disabled_reason(&state, name).map(|reason| Disabled { name, reason }))
         .collect();
-    let body = json!({
+    let mut body = json!({
         "transports": transports,
         "disabled": disabled,
         "mode": mode(&state),
@@ -229,6 +239,9 @@ pub(crate) async fn negotiate(
         "heartbeat_ms": state.config.heartbeat.get().as_millis() as u64,
         "poll_timeout_ms": state.config.poll_timeout.get().as_millis() as u64,
     });
+    if let (Some(left), Some(obj)) = (token_left, body.as_object_mut()) {
+        obj.insert("token_expires_in_ms".into(), left.into());
+    }
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Json(body),

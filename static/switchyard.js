@@ -73,6 +73,12 @@ const SEEN_IDS = 512;
 const AUTH_CODES = new Set(['token_required', 'token_invalid', 'token_expired', 'topic_forbidden']);
 /** A `getToken` that has not answered within this has failed (`token_unavailable`). */
 const TOKEN_TIMEOUT_MS = 15000;
+/**
+ * A token with less than this left (by negotiate's `token_expires_in_ms`, at most half
+ * its remaining life) is not sent again: the client fetches the next one first, so a
+ * poll or ticket never races `exp`.
+ */
+const TOKEN_MARGIN_MS = 1000;
 /** The server's limits on topics (SPEC §1, docs/protocol.md). */
 const MAX_TOPIC_LEN = 200;
 const MAX_TOPICS = 100;
@@ -1107,6 +1113,7 @@ class Engine {
     this._getToken = options.getToken;
     this._credentials = options.credentials;
     this._token = null; // the token from the last getToken
+    this._tokenRenew = null; // when (now()) to fetch the next one before using it again
     this._base = options.base;
     this._hub = hub;
     this._topics = topics;
@@ -1347,6 +1354,9 @@ class Engine {
     }
     if (this._closed || gen !== this._gen) return;
     if (info.heartbeat_ms > 0) this._heartbeatMs = info.heartbeat_ms;
+    const left = Number(info.token_expires_in_ms);
+    this._tokenRenew = this._token && Number.isFinite(left) && left >= 0
+      ? now() + left - Math.min(TOKEN_MARGIN_MS, left / 2) : null;
     if (info.poll_timeout_ms > 0) this._pollTimeoutMs = info.poll_timeout_ms;
     // Start from the head the server named, so nothing published from now on is missed.
     if (!this._cursor && typeof info.cursor === 'string' && info.cursor) this._adoptCursor(info.cursor);
@@ -1395,6 +1405,18 @@ class Engine {
       throw { reason: 'token', code: 'token_unavailable', message: 'getToken must resolve to a token (a non-empty string)', topic: null };
     }
     return token;
+  }
+
+  /**
+   * Whether the round's token is about to expire. A link about to send it (a poll, a
+   * ticket) ends as if the server had said `reconnect` `token_expired`: a new token,
+   * a new round, from the cursor.
+   */
+  _tokenEnding(link) {
+    if (this._tokenRenew === null || now() < this._tokenRenew) return false;
+    // Later, not now: a link opening is not yet the engine's `_active`.
+    setTimeout(() => this._linkReconnect(link, { reason: 'token_expired', after_ms: 0 }));
+    return true;
   }
 
   /** Headers that carry the token (long polls, negotiate, tickets). */
@@ -1834,6 +1856,7 @@ class Link {
 
   /** Gets a ticket for the token (if any), then runs `open(query)` under `guard`. */
   withTicket(open) {
+    if (this.conn._tokenEnding(this)) return;
     this.conn._ticketQuery().then((query) => {
       if (!this.closed) this.guard(() => open(query));
     }, (err) => {
@@ -2005,6 +2028,7 @@ class PollLink extends Link {
         stalled = true;
         ctrl.abort();
       });
+    if (this.conn._tokenEnding(this)) return;
     const url = this.conn._streamUrl('longpoll') + (first ? '&timeout=0' : '');
     fetch(url, { cache: 'no-store', credentials: this.conn._credentials, signal: ctrl.signal,
       headers: this.conn._authHeaders({ Accept: 'application/json' }) })

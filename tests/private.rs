@@ -530,9 +530,19 @@ async fn negotiate_says_which_topic_is_refused() {
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["error"]["code"], "topic_forbidden");
     assert_eq!(v["error"]["topic"], "notifications/grace");
-    let (status, v) = answer(ask("notifications/ada,projects", Some(ada))).await;
+    let (status, v) = answer(ask("notifications/ada,projects", Some(ada.clone()))).await;
     assert_eq!(status, 200, "{v}");
     assert!(v["transports"].is_array(), "{v}");
+    // How long the token has left, by the server's clock: at most the 600 s it was
+    // signed for, and not much less (whole seconds, so up to 1 s of rounding).
+    let left = v["token_expires_in_ms"]
+        .as_u64()
+        .expect("token_expires_in_ms");
+    assert!((590_000..=600_000).contains(&left), "{v}");
+    // Public topics need no token, so nothing expires for them.
+    let (status, v) = answer(ask("projects", Some(ada))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.get("token_expires_in_ms").is_none(), "{v}");
     // A WebSocket subscribe that is refused names the topic too.
     let t = token(&["notifications/ada"], 600);
     let mut req = app
