@@ -43,10 +43,12 @@
 #   scale-mixed  9,500 idle WebSocket subscribers (a background generator) plus 9,500
 #                SSE subscribers that time one event; the WebSocket side records when
 #                its slowest subscriber got it. Also run against switchyard-bare
-#   scale-100k   100,000 idle SSE subscribers from this one machine (seven generator
-#                processes over seven source addresses), then one event to all. Nchan
-#                only, with 8 workers: one switchyard process holds at most ~19,000
-#                under the 20,000-file limit (several come with the multi-node work)
+#   scale-100k   100,000 idle SSE subscribers from this one machine (six generator
+#                processes over six source addresses), then one event to all. switchyard
+#                runs as 6 nodes on one Redis log (SWITCHYARD_REDIS_URL, a redis-server
+#                of the run's own), each generator process on its own node, the event
+#                published on the first; Nchan runs with 6 workers. One process holds at
+#                most ~19,000 connections under the 20,000-file limit
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,6 +68,9 @@ BIN_BARE=${BIN_BARE:-$ROOT/target/release/switchyard-bare}
 BARE=${BARE:-1}
 NGINX=${NGINX:-/usr/sbin/nginx}
 NCHAN_CONF=$ROOT/bench/nchan.conf
+
+# shellcheck source=bench/lib/nodes.sh
+source "$ROOT/bench/lib/nodes.sh"
 
 SERVER_PID=""
 BG_PID=""
@@ -118,11 +123,27 @@ wait_port() {
     return 1
 }
 
-# start_server <server> <port> <run name>: sets SERVER_PID and SERVER_CMD.
+# How many switchyard nodes a run starts (on one Redis log when more than one).
+switchyard_nodes() {
+    case $1 in
+    scale-100k.*) echo 6 ;;
+    *) echo 1 ;;
+    esac
+}
+
+# start_server <server> <port> <run name>: sets SERVER_PID, SERVER_CMD and NODE_URLS.
 start_server() {
     local server=$1 port=$2 name=$3
+    NODE_URLS=http://127.0.0.1:$port
     case $server in
     switchyard)
+        if [[ $(switchyard_nodes "$name") -gt 1 ]]; then
+            NODE_ENV=(SWITCHYARD_MAX_CONNECTIONS=20000 SWITCHYARD_RETAIN=100000)
+            start_nodes "$BIN_SERVER" "$port" "$(switchyard_nodes "$name")" "$WORK/nodes-$name" \
+                "$OUT/$name.server.log" || die "$name: the switchyard nodes did not start"
+            SERVER_CMD=$NODES_CMD
+            return
+        fi
         SERVER_CMD="SWITCHYARD_ADDR=127.0.0.1:$port SWITCHYARD_MAX_CONNECTIONS=20000 SWITCHYARD_RETAIN=100000 RUST_LOG=warn $BIN_SERVER"
         SWITCHYARD_ADDR=127.0.0.1:$port SWITCHYARD_MAX_CONNECTIONS=20000 \
             SWITCHYARD_RETAIN=100000 RUST_LOG=warn \
@@ -164,11 +185,11 @@ stop_server() {
     fi
 }
 
-# nginx workers for a run: 2 (like switchyard's two runtime threads), but 8 to hold
-# 100,000 connections under the 20,000-file limit per process.
+# nginx workers for a run: 2 (like switchyard's two runtime threads), but 6 to hold
+# 100,000 connections under the 20,000-file limit per process (like switchyard's 6 nodes).
 nchan_workers() {
     case $1 in
-    scale-100k.*) echo 8 ;;
+    scale-100k.*) echo 6 ;;
     *) echo 2 ;;
     esac
 }
@@ -176,7 +197,6 @@ nchan_workers() {
 # Which servers run a scenario.
 servers_for() {
     case $1 in
-    scale-100k) echo nchan ;;
     # The floor: one blocking write per subscriber and nothing else (bench/src/bare.rs).
     scale | scale-mixed) echo "$SERVERS$([[ $BARE == 1 ]] && echo ' bare')" ;;
     *) echo "$SERVERS" ;;
@@ -194,7 +214,7 @@ scenario_args() {
     lowrate) echo "--transport sse --subscribers 100 --events 200 --rate 20" ;;
     scale) echo "--transport sse --subscribers 19000 --events 1 --hold 2" ;;
     scale-mixed) echo "--transport sse --subscribers 9500 --events 1 --hold 2 --source-ip 127.0.0.21" ;;
-    scale-100k) echo "--transport sse --subscribers 100000 --events 1 --hold 2" ;;
+    scale-100k) echo "--transport sse --subscribers 100000 --events 1 --hold 2 --procs 6" ;;
     esac
 }
 # The background generator of scale-mixed: idle WebSocket subscribers that stay
@@ -230,9 +250,10 @@ run_one() {
     local scenario=$1 server=$2 rep=$3
     local name=$scenario.$server.$rep
     local port=$PORT
-    PORT=$((PORT + 1))
-    local url=http://127.0.0.1:$port
+    # Room for several nodes and their Redis.
+    PORT=$((PORT + 8))
     start_server "$server" "$port" "$name"
+    local url=$NODE_URLS
     local args
     # The bare server speaks the part of Nchan's protocol the generator uses.
     local flavor=$server

@@ -64,11 +64,13 @@ impl Flavor {
 #[command(name = "switchyard-bench", version, max_term_width = 100)]
 pub struct Args {
     /// Base URL of the server the subscribers connect to (http only; a path prefix is
-    /// kept, e.g. http://127.0.0.1:8080/realtime).
+    /// kept, e.g. http://127.0.0.1:8080/realtime). Several, separated by commas, spread
+    /// the subscribers over several nodes: subscriber process i connects to the i-th
+    /// (modulo their number), and there are at least as many processes as URLs.
     #[arg(long, env = "BENCH_URL", default_value = "http://127.0.0.1:3000")]
     pub url: String,
 
-    /// Base URL to publish to [default: --url].
+    /// Base URL to publish to [default: the first --url].
     #[arg(long, env = "BENCH_PUBLISH_URL")]
     pub publish_url: Option<String>,
 
@@ -211,13 +213,26 @@ impl Args {
         }
     }
 
-    /// Subscriber processes for this run.
+    /// The subscribers' base URLs: `--url` split at commas (empty parts dropped).
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Subscriber processes for this run: `--procs`, or one per 15,000 subscribers, and
+    /// never fewer than there are URLs (each process connects to one).
     pub fn effective_procs(&self) -> u32 {
-        if self.procs > 0 {
-            return self.procs;
-        }
-        let per = 15_000u64;
-        u32::try_from(self.subscribers.div_ceil(per).max(1)).unwrap_or(u32::MAX)
+        let urls = u32::try_from(self.urls().len()).unwrap_or(u32::MAX);
+        let procs = if self.procs > 0 {
+            self.procs
+        } else {
+            let per = 15_000u64;
+            u32::try_from(self.subscribers.div_ceil(per).max(1)).unwrap_or(u32::MAX)
+        };
+        if urls > 1 { procs.max(urls) } else { procs }
     }
 }
 
@@ -249,6 +264,21 @@ mod tests {
         assert_eq!(a.effective_procs(), 7);
         a.procs = 3;
         assert_eq!(a.effective_procs(), 3);
+    }
+
+    #[test]
+    fn several_urls_mean_several_processes() {
+        let mut a = Args::defaults();
+        a.url = "http://127.0.0.1:1, http://127.0.0.1:2,,http://127.0.0.1:3".into();
+        assert_eq!(
+            a.urls(),
+            ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]
+        );
+        assert_eq!(a.effective_procs(), 3);
+        a.procs = 6;
+        assert_eq!(a.effective_procs(), 6);
+        a.url = ",".into();
+        assert!(a.urls().is_empty());
     }
 
     #[test]

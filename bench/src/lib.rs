@@ -99,9 +99,16 @@ fn topic_of(args: &Args) -> Result<String, Error> {
     Ok(topic)
 }
 
+/// The subscribers' configuration; with several URLs, the first one's target (each
+/// child process is given its own URL).
 async fn sub_config(args: &Args, topic: &str) -> Result<SubConfig, Error> {
+    let url = args
+        .urls()
+        .first()
+        .copied()
+        .ok_or_else(|| Error::new("--url is empty"))?;
     Ok(SubConfig {
-        target: Target::resolve(&args.url).await?,
+        target: Target::resolve(url).await?,
         flavor: args.server,
         transport: args.transport,
         topic: topic.to_owned(),

@@ -119,12 +119,18 @@ impl RemotePool {
             .map_err(|e| Error::new(format!("cannot find this program to re-execute: {e}")))?;
         let mut children = Vec::new();
         let p = u64::from(procs);
+        let urls = args.urls();
         for i in 0..procs {
+            // Child i connects to the i-th URL, round robin (sub_config checked there is one).
+            let url = urls
+                .get(i as usize % urls.len().max(1))
+                .copied()
+                .unwrap_or(&args.url);
             let share = args.subscribers / p + u64::from(u64::from(i) < args.subscribers % p);
             let ramp = args.ramp_per_sec.div_ceil(p);
             let mut cmd = tokio::process::Command::new(&exe);
             cmd.arg("--child")
-                .args(["--url", &args.url])
+                .args(["--url", url])
                 .args(["--server", args.server.name()])
                 .args(["--transport", args.transport.name()])
                 .args(["--subscribers", &share.to_string()])
