@@ -76,6 +76,9 @@ pub const MAX_GROUP: usize = 4096;
 const QUEUE: usize = 1024;
 /// Longest record accepted when reading back (an event is at most a few hundred KiB).
 const MAX_RECORD: u32 = 16 << 20;
+/// Longest the start waits for the data dir's `LOCK` held by another process to be let go
+/// (a process that was just killed), before refusing to start.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How the data dir is configured.
 #[derive(Debug, Clone)]
@@ -135,7 +138,17 @@ impl FileLog {
             .write(true)
             .open(dir.join("LOCK"))
             .map_err(|e| name(&format!("cannot write in the folder ({e})")))?;
-        match lock.try_lock() {
+        // A process that was just killed may hold it a moment longer (the kernel lets go
+        // of its files as it exits): wait up to LOCK_WAIT before calling it taken.
+        let waited = Instant::now();
+        let mut locked = lock.try_lock();
+        while matches!(locked, Err(std::fs::TryLockError::WouldBlock))
+            && waited.elapsed() < LOCK_WAIT
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            locked = lock.try_lock();
+        }
+        match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(name(
