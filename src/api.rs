@@ -15,7 +15,9 @@ use crate::auth::{AuthError, TicketError, request_token};
 use crate::error::ApiError;
 use crate::event::{NewEvent, TopicSet};
 use crate::headers::Peer;
-use crate::metrics::{FallbackLabel, RefusedLabel, RefusedReason, TransportLabel};
+use crate::metrics::{
+    ClosedLabel, ClosedReason, FallbackLabel, RefusedLabel, RefusedReason, TransportLabel,
+};
 use crate::state::AppState;
 use crate::transport::{Transport, disabled_reason};
 
@@ -412,6 +414,13 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
             (reason.name().to_owned(), json!(n))
         })
         .collect();
+    let closed: serde_json::Map<String, Value> = ClosedReason::ALL
+        .iter()
+        .map(|&reason| {
+            let n = m.closed.get(&ClosedLabel { reason }).map_or(0, |c| c.get());
+            (reason.name().to_owned(), json!(n))
+        })
+        .collect();
     let log = state.log.stats();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -423,7 +432,12 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
         "transports": transports,
         "connections": {
             "open": state.open_streams.load(std::sync::atomic::Ordering::Acquire),
-            "max": state.config.max_connections,
+            "max": state.budget.max(),
+            "sockets": state.budget.open(),
+            "reserve": crate::limits::RESERVE_CONNECTIONS,
+            "per_client": state.budget.per_client(),
+            "configured_max": state.config.max_connections,
+            "refused": closed,
         },
         "log": {
             "retained": log.retained,
@@ -457,6 +471,10 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /metrics`: Prometheus / OpenMetrics text.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    state
+        .metrics
+        .connections
+        .set(i64::from(state.budget.open()));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, state.metrics.registry())
         .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;

@@ -127,9 +127,32 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_ALLOWED_HOSTS", value_parser = parse_hosts)]
     pub allowed_hosts: Option<AllowedHosts>,
 
-    /// Cap on open streams (WebSocket, SSE and waiting polls together).
+    /// Cap on open connections: every accepted socket (streams, polls, API requests,
+    /// idle keep-alives, heads still arriving). Lowered at start to the open-file limit
+    /// less 256; past it a new connection gets 503 connection_limit, and 64 more are kept
+    /// for /healthz, /readyz, /v1/status, /metrics and publishing.
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value = "100000", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_connections: u32,
+
+    /// Most open connections from one client address (0 = no limit); past it 429
+    /// too_many_connections. Trusted proxies (SWITCHYARD_TRUSTED_PROXIES) are not limited.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT", default_value = "1000", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub max_connections_per_client: u32,
+
+    /// Longest a new connection may take to send its whole first request head; then it
+    /// is closed (408 if it had sent part of one).
+    #[arg(long, env = "SWITCHYARD_HEAD_TIMEOUT", default_value = "10s", value_parser = parse_connection_timeout)]
+    pub head_timeout: HumanDuration,
+
+    /// Longest a kept-alive connection may wait for (and take to send) its next request
+    /// head; then it is closed.
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_connection_timeout)]
+    pub idle_timeout: HumanDuration,
+
+    /// Longest a non-stream request may take, its body included (publish, reports,
+    /// tickets, status); then 408 request_timeout.
+    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_connection_timeout)]
+    pub request_timeout: HumanDuration,
 
     /// Where the demo page and the browser client are served from. A relative path is
     /// looked up in the working directory, then next to the crate's sources.
@@ -447,6 +470,13 @@ fn parse_duration_in(s: &str, min: Duration, max: Duration) -> Result<HumanDurat
         ));
     }
     Ok(HumanDuration(d))
+}
+
+/// Longest head, idle and request time-out accepted.
+const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn parse_connection_timeout(s: &str) -> Result<HumanDuration, String> {
+    parse_duration_in(s, Duration::from_millis(100), MAX_CONNECTION_TIMEOUT)
 }
 
 fn parse_heartbeat(s: &str) -> Result<HumanDuration, String> {

@@ -56,7 +56,6 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -65,10 +64,13 @@ use crate::protocol::{STREAM_PATH, TRANSPORTS};
 /// Longest the server waits, after the shutdown signal, for streams to say `reconnect`
 /// and for connections to close, before it returns anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest a non-streaming API request may take.
-pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// First pause after a failed `accept` (e.g. out of file descriptors); it doubles with
+/// each failure in a row up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest pause after failed `accept`s.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one "accept failed" log line per this interval (with how many were not logged).
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Refuses a configuration that cannot be served on `addr`: publishing without a key, and
 /// topics public by default (no token key, no explicit `SWITCHYARD_PUBLIC_TOPICS`), are
@@ -139,9 +141,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         files = files.route("/", get(off)).route("/index.html", get(off));
     }
 
-    let api = api.layer(TimeoutLayer::with_status_code(
-        StatusCode::SERVICE_UNAVAILABLE,
-        API_TIMEOUT,
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        state.config.request_timeout.get(),
+        request_timeout,
     ));
 
     let request_id = HeaderName::from_static("x-request-id");
@@ -165,6 +167,36 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(hosts)
         .with_state(state)
+}
+
+/// Answers `408 request_timeout` to a non-stream request (its body included) that takes
+/// longer than `SWITCHYARD_REQUEST_TIMEOUT`.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = error::ApiError::Status {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "request_timeout",
+                message: format!(
+                    "the request (its body included) took longer than {} (SWITCHYARD_REQUEST_TIMEOUT)",
+                    humantime::format_duration(limit)
+                ),
+            }
+            .into_response();
+            // The rest of the body is never read: the connection cannot carry another request.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// Whether the demo is served: see [`Config::demo_on`].
@@ -253,18 +285,32 @@ pub async fn run(
         .enable_all()
         .build()?;
     let api = api_runtime.handle().clone();
+    let mut failures = AcceptFailures::default();
+    let lingering = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Out of file descriptors and the like: say so, back off, go on.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
+                    // Out of file descriptors and the like: say so (rate-limited), back
+                    // off, go on.
+                    let pause = failures.failed(&e);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = state.shutdown.cancelled() => break,
+                    }
                 }
             },
             () = state.shutdown.cancelled() => break,
+        };
+        failures.ok();
+        let limited = !state.config.trusted_proxies.contains(peer.ip());
+        let slot = match state.budget.take(peer.ip(), limited) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                refuse_connection(&state, stream, refusal, &lingering);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let (router, shutdown, api) = (router.clone(), state.shutdown.clone(), api.clone());
@@ -274,6 +320,7 @@ pub async fn run(
             router,
             shutdown,
             api,
+            slot,
         ));
     }
     // The API runtime's last connections are waited for below; its thread ends with it.
@@ -303,6 +350,95 @@ pub async fn run(
         ),
     }
     Ok(())
+}
+
+/// Answers a connection the budget refused (`503 connection_limit`, or `429
+/// too_many_connections` for its client's share), counted by reason. At most
+/// [`limits::REFUSALS_LINGERING`] are answered at once; past that the socket is closed
+/// at once.
+fn refuse_connection(
+    state: &Arc<AppState>,
+    stream: tokio::net::TcpStream,
+    refusal: limits::ConnRefusal,
+    lingering: &Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use limits::ConnRefusal;
+    use std::sync::atomic::Ordering;
+    let (reason, error) = match refusal {
+        ConnRefusal::Full => (
+            metrics::ClosedReason::connection_limit,
+            error::ApiError::Unavailable {
+                code: "connection_limit",
+                message: format!(
+                    "the server holds its maximum of {} connections (SWITCHYARD_MAX_CONNECTIONS); retry later",
+                    state.budget.max()
+                ),
+                enabled: Vec::new(),
+            },
+        ),
+        ConnRefusal::PerClient => (
+            metrics::ClosedReason::per_client,
+            error::ApiError::Status {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "too_many_connections",
+                message: format!(
+                    "this address holds its maximum of {} open connections (SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT); close some, then retry",
+                    state.budget.per_client()
+                ),
+            },
+        ),
+    };
+    state.metrics.close(reason);
+    if state.refusal_log_admits() {
+        tracing::warn!(reason = reason.name(), peer = ?stream.peer_addr().ok(), "connection refused");
+    }
+    let taken = lingering
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limits::REFUSALS_LINGERING).then_some(n + 1)
+        })
+        .is_ok();
+    if !taken {
+        return;
+    }
+    let lingering = lingering.clone();
+    tokio::spawn(async move {
+        serve::refuse(stream, error).await;
+        lingering.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+/// Failed `accept`s in a row: the pause before the next, and a log line at most every
+/// [`ACCEPT_LOG_EVERY`].
+#[derive(Default)]
+struct AcceptFailures {
+    in_a_row: u32,
+    not_logged: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptFailures {
+    /// Records a failure; returns the pause before the next `accept`.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        let due = self
+            .logged
+            .is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY);
+        if due {
+            tracing::warn!(error = %e, not_logged = self.not_logged, "accept failed (out of file descriptors? see SWITCHYARD_MAX_CONNECTIONS)");
+            self.logged = Some(std::time::Instant::now());
+            self.not_logged = 0;
+        } else {
+            self.not_logged += 1;
+        }
+        ACCEPT_BACKOFF
+            .saturating_mul(1 << self.in_a_row.min(7).saturating_sub(1))
+            .min(ACCEPT_BACKOFF_MAX)
+    }
+
+    /// An `accept` succeeded: the next failure pauses briefly again.
+    fn ok(&mut self) {
+        self.in_a_row = 0;
+    }
 }
 
 /// Shuts a runtime down without blocking (dropping one inside async code panics).

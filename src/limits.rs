@@ -1,6 +1,9 @@
 //! Rate limits: token buckets, each a named limit.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Reports accepted per second across all clients (the bucket also holds this many).
@@ -35,5 +38,227 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// File descriptors kept out of the connection budget: [`RESERVE_CONNECTIONS`],
+/// [`REFUSALS_LINGERING`], and 64 for the listener, log segments, the Redis connections
+/// and the process's own files.
+pub const FD_RESERVE: u64 = 256;
+/// Most refused connections kept open at once to read their request before closing
+/// (so the refusal is not lost to a reset); beyond it a refused socket is closed at once.
+pub const REFUSALS_LINGERING: usize = 128;
+/// Connections accepted beyond the budget for health, status, metrics and publishing
+/// only (any other request on one is answered `503 connection_limit`).
+pub const RESERVE_CONNECTIONS: u32 = 64;
+
+/// Why an accepted socket was refused at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// Every connection of the budget (and of the reserve) is in use.
+    Full,
+    /// This client holds its maximum of open connections.
+    PerClient,
+}
+
+/// Which part of the budget a connection holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A connection of the budget: any request.
+    Normal,
+    /// A reserve connection: health, status, metrics and publishing only.
+    Reserve,
+}
+
+/// Every accepted socket counts here, whatever it is doing (a stream, a poll, an API
+/// request, an idle keep-alive, a request head still arriving): at most `max` at once,
+/// plus [`RESERVE_CONNECTIONS`] for health and publishing, and at most `per_client` from
+/// one address. Addresses of trusted proxies are not limited per client (their clients
+/// share them). The per-client table holds an entry only while that address has a
+/// connection open, so it is bounded by the budget.
+#[derive(Debug)]
+pub struct ConnectionBudget {
+    max: u32,
+    per_client: u32,
+    open: AtomicU32,
+    reserve_open: AtomicU32,
+    clients: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One accepted socket's place in the [`ConnectionBudget`]; dropping it gives it back.
+#[derive(Debug)]
+pub struct ConnSlot {
+    budget: Arc<ConnectionBudget>,
+    /// The address counted per client (none for trusted proxies).
+    client: Option<IpAddr>,
+    kind: SlotKind,
+}
+
+impl ConnSlot {
+    /// Which part of the budget it holds.
+    pub fn kind(&self) -> SlotKind {
+        self.kind
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        match self.kind {
+            SlotKind::Normal => self.budget.open.fetch_sub(1, Ordering::AcqRel),
+            SlotKind::Reserve => self.budget.reserve_open.fetch_sub(1, Ordering::AcqRel),
+        };
+        if let Some(ip) = self.client {
+            self.budget.release_client(ip);
+        }
+    }
+}
+
+/// Adds one to `counter` unless it is at `max`.
+fn bounded_inc(counter: &AtomicU32, max: u32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+impl ConnectionBudget {
+    /// A budget of `max` connections, `per_client` from one address (0 = no per-client
+    /// limit).
+    pub fn new(max: u32, per_client: u32) -> ConnectionBudget {
+        ConnectionBudget {
+            max,
+            per_client,
+            open: AtomicU32::new(0),
+            reserve_open: AtomicU32::new(0),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The most connections of the budget (the reserve comes on top).
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    /// The most connections from one address (0 = unlimited).
+    pub fn per_client(&self) -> u32 {
+        self.per_client
+    }
+
+    /// Connections open now, the reserve's included.
+    pub fn open(&self) -> u32 {
+        self.open.load(Ordering::Acquire) + self.reserve_open.load(Ordering::Acquire)
+    }
+
+    /// Takes a place for a socket from `peer` (`limited`: counted per client), or says
+    /// why not.
+    pub fn take(self: &Arc<Self>, peer: IpAddr, limited: bool) -> Result<ConnSlot, ConnRefusal> {
+        let client = (limited && self.per_client > 0).then_some(peer);
+        if let Some(ip) = client {
+            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            let n = clients.entry(ip).or_insert(0);
+            if *n >= self.per_client {
+                return Err(ConnRefusal::PerClient);
+            }
+            *n += 1;
+        }
+        let kind = if bounded_inc(&self.open, self.max) {
+            SlotKind::Normal
+        } else if bounded_inc(&self.reserve_open, RESERVE_CONNECTIONS) {
+            SlotKind::Reserve
+        } else {
+            if let Some(ip) = client {
+                self.release_client(ip);
+            }
+            return Err(ConnRefusal::Full);
+        };
+        Ok(ConnSlot {
+            budget: self.clone(),
+            client,
+            kind,
+        })
+    }
+
+    fn release_client(&self, ip: IpAddr) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = clients.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                clients.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The connection budget for an open-file limit: `configured`, but never more than the
+/// limit less [`FD_RESERVE`] (at least 1).
+pub fn clamp_to_open_files(configured: u32, open_file_limit: u64) -> u32 {
+    let room = open_file_limit.saturating_sub(FD_RESERVE).max(1);
+    u32::try_from(room).map_or(configured, |room| configured.min(room))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn a_client_gets_its_share_and_the_reserve_comes_last() {
+        let budget = Arc::new(ConnectionBudget::new(3, 2));
+        let a1 = budget.take(A, true).expect("a1");
+        let _a2 = budget.take(A, true).expect("a2");
+        assert_eq!(
+            budget.take(A, true).expect_err("refused"),
+            ConnRefusal::PerClient
+        );
+        // Not counted per client (a trusted proxy): only the budget applies.
+        let p = budget.take(A, false).expect("proxy");
+        assert_eq!(p.kind(), SlotKind::Normal);
+        let r = budget.take(B, true).expect("reserve");
+        assert_eq!(r.kind(), SlotKind::Reserve);
+        assert_eq!(budget.open(), 4);
+        drop(a1);
+        let again = budget.take(A, true).expect("a again");
+        assert_eq!(again.kind(), SlotKind::Normal);
+        drop((again, p, r, _a2));
+        assert_eq!(budget.open(), 0);
+        assert!(
+            budget.clients.lock().expect("lock").is_empty(),
+            "entries leave with their last connection"
+        );
+    }
+
+    #[test]
+    fn a_full_budget_refuses_without_keeping_a_client_count() {
+        let budget = Arc::new(ConnectionBudget::new(1, 0));
+        let _held: Vec<_> = (0..=RESERVE_CONNECTIONS)
+            .map(|_| budget.take(A, true).expect("budget or reserve"))
+            .collect();
+        assert_eq!(
+            budget.take(B, true).expect_err("refused"),
+            ConnRefusal::Full
+        );
+        let limited = Arc::new(ConnectionBudget::new(0, 5));
+        let _r: Vec<_> = (0..RESERVE_CONNECTIONS)
+            .map(|_| limited.take(B, false).expect("reserve"))
+            .collect();
+        assert_eq!(
+            limited.take(A, true).expect_err("refused"),
+            ConnRefusal::Full
+        );
+        assert!(limited.clients.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn the_budget_stays_below_the_open_file_limit() {
+        assert_eq!(
+            clamp_to_open_files(100_000, 20_000),
+            20_000 - FD_RESERVE as u32
+        );
+        assert_eq!(clamp_to_open_files(500, 20_000), 500);
+        assert_eq!(clamp_to_open_files(500, 100), 1);
+        assert_eq!(clamp_to_open_files(500, u64::MAX), 500);
     }
 }

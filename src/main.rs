@@ -17,7 +17,7 @@ async fn main() {
         eprintln!("switchyard: {e}");
         std::process::exit(2);
     }
-    raise_open_file_limit(config.max_connections);
+    raise_open_file_limit();
     let listener = match tokio::net::TcpListener::bind(config.addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -34,23 +34,11 @@ async fn main() {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit; warns when that is still below
-/// the connection cap (each stream holds one file descriptor).
-fn raise_open_file_limit(max_connections: u32) {
+/// Raises the soft limit on open files to the hard limit (each connection holds one file
+/// descriptor); the connection budget is then kept below it (`AppState::open`).
+fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => {
-            // Listener, log files and a few spare descriptors besides the streams.
-            if limit < u64::from(max_connections) + 64 {
-                tracing::warn!(
-                    open_file_limit = limit,
-                    max_connections,
-                    "the open-file limit is below SWITCHYARD_MAX_CONNECTIONS: streams beyond about {} will fail to open; lower the cap or raise the hard limit (ulimit -Hn)",
-                    limit.saturating_sub(64)
-                );
-            } else {
-                tracing::debug!(open_file_limit = limit, "open-file limit raised");
-            }
-        }
+        Ok(limit) => tracing::debug!(open_file_limit = limit, "open-file limit raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
 }

@@ -81,6 +81,47 @@ impl RefusedReason {
     }
 }
 
+/// Label: why a connection was refused or closed before its first request was served.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabel {
+    /// See [`ClosedReason`].
+    pub reason: ClosedReason,
+}
+
+/// Why a connection was refused or closed before its first request was served.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ClosedReason {
+    /// The connection budget and its reserve are in use (`503 connection_limit`).
+    connection_limit,
+    /// Its client holds `SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT` (`429`).
+    per_client,
+    /// Its first request head did not arrive within `SWITCHYARD_HEAD_TIMEOUT`.
+    head_timeout,
+    /// A malformed, oversized or non-strict head (`400`, `431`).
+    bad_head,
+}
+
+impl ClosedReason {
+    /// Every reason, for status and for the counters' zeroes.
+    pub const ALL: [ClosedReason; 4] = [
+        ClosedReason::connection_limit,
+        ClosedReason::per_client,
+        ClosedReason::head_timeout,
+        ClosedReason::bad_head,
+    ];
+
+    /// The reason's name, as in the metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClosedReason::connection_limit => "connection_limit",
+            ClosedReason::per_client => "per_client",
+            ClosedReason::head_timeout => "head_timeout",
+            ClosedReason::bad_head => "bad_head",
+        }
+    }
+}
+
 /// Label set of a client-reported fallback.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FallbackLabel {
@@ -103,6 +144,12 @@ pub struct Metrics {
     pub delivered: Family<TransportLabel, Counter>,
     /// Stream requests refused before opening.
     pub refused: Family<RefusedLabel, Counter>,
+    /// Connections refused or closed before their first request was served.
+    pub closed: Family<ClosedLabel, Counter>,
+    /// Connections open now (every accepted socket).
+    pub connections: Gauge,
+    /// The connection budget in force (after the open-file clamp).
+    pub connections_max: Gauge,
     /// WebSocket requests whose `Upgrade` header an intermediary stripped.
     pub upgrade_stripped: Counter,
     /// Fallbacks reported by browser clients.
@@ -125,6 +172,9 @@ impl Metrics {
             opened: Family::default(),
             delivered: Family::default(),
             refused: Family::default(),
+            closed: Family::default(),
+            connections: Gauge::default(),
+            connections_max: Gauge::default(),
             upgrade_stripped: Counter::default(),
             fallbacks: Family::default(),
             reports_dropped: Counter::default(),
@@ -147,6 +197,25 @@ impl Metrics {
             "refused_streams",
             "Stream requests refused before opening",
             m.refused.clone(),
+        );
+        for reason in ClosedReason::ALL {
+            // Every label set exists from the start, at zero.
+            let _ = m.closed.get_or_create(&ClosedLabel { reason });
+        }
+        registry.register(
+            "connections_refused",
+            "Connections refused or closed before their first request was served, by reason",
+            m.closed.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Connections open now: every accepted socket",
+            m.connections.clone(),
+        );
+        registry.register(
+            "max_connections",
+            "The connection budget in force (SWITCHYARD_MAX_CONNECTIONS, lowered to the open-file limit less its reserve)",
+            m.connections_max.clone(),
         );
         registry.register(
             "upgrade_stripped",
@@ -195,6 +264,11 @@ impl Metrics {
     /// Counts a stream request refused before it opened.
     pub fn refuse(&self, reason: RefusedReason) {
         self.refused.get_or_create(&RefusedLabel { reason }).inc();
+    }
+
+    /// Counts a connection refused or closed before its first request was served.
+    pub fn close(&self, reason: ClosedReason) {
+        self.closed.get_or_create(&ClosedLabel { reason }).inc();
     }
 
     /// The registry, for encoding.

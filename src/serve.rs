@@ -1,7 +1,11 @@
-//! One accepted connection: look at its first request, then serve it.
+//! One accepted connection: read its first request head, then serve it.
 //!
-//! Most connections are served as HTTP/1.1 by hyper. Two kinds are routed differently,
-//! decided from the first bytes (looked at with `peek`, not read):
+//! The first head is read here, within `SWITCHYARD_HEAD_TIMEOUT`, and checked strictly
+//! (lines end in CRLF, exactly one `Host` on HTTP/1.1, at most [`MAX_HEAD`] bytes): a
+//! connection that sends nothing, or a head a byte at a time, costs one small buffer
+//! until then and is closed. Most connections are then served as HTTP/1.1 by hyper (the
+//! head handed to it as the first bytes it reads; a kept-alive connection's next head is
+//! hyper's to time, `SWITCHYARD_IDLE_TIMEOUT`). Two kinds are routed differently:
 //!
 //! - **A `POST` first** (publishing, reports): served by hyper on the API runtime, a
 //!   thread of its own, so a publish never queues behind the fan-out it causes.
@@ -14,33 +18,45 @@
 //!   encoder; an event stream needs neither (its body is delimited by closing the
 //!   connection), and a WebSocket needs no upgrade machinery.
 //!
-//! Anything this module does not fully understand (a head split over several packets,
-//! HTTP/1.0, a request body) goes to hyper, which serves every request correctly and
-//! hands streams to the same transports.
+//! Anything this module does not fully understand (HTTP/1.0, a request body, bytes after
+//! the head) goes to hyper, which serves every request correctly and hands streams to
+//! the same transports.
+//!
+//! A connection on the budget's reserve ([`SlotKind::Reserve`]) is served only for
+//! health, status, metrics and publishing, one request each.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use tokio::io::AsyncReadExt;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ApiError;
 use crate::fanout::{SinkIo, write_all};
 use crate::headers::Peer;
+use crate::limits::{ConnSlot, SlotKind};
+use crate::metrics::ClosedReason;
 use crate::state::AppState;
 use crate::transport::{self, Route, Transport, accepts_event_stream, sse, ws};
 
-/// How long a new connection's first bytes are waited for to choose how to serve it; a
-/// connection that sends nothing by then is served by hyper on the stream runtime.
-const FIRST_BYTES_WAIT: Duration = Duration::from_secs(1);
-/// Largest request head looked at for the direct path; a longer one (huge cookies) is
-/// served by hyper instead.
-const MAX_PEEK_HEAD: usize = 4096;
-/// Most headers in a request head looked at for the direct path.
-const MAX_PEEK_HEADERS: usize = 48;
+/// Largest request head accepted (request line and headers); a longer one gets `431`.
+/// hyper's read buffer ([`HTTP_MAX_BUF`]) holds it whole.
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Bytes read at a time while a head arrives (a typical browser head fits).
+const HEAD_CHUNK: usize = 2048;
+/// Most headers in a request head (hyper's own limit is 100).
+const MAX_HEADERS: usize = 100;
+/// Longest a refused connection is kept open to read what its client sent, so that the
+/// refusal is read rather than lost to a reset.
+const LINGER: Duration = Duration::from_secs(1);
 /// Largest HTTP/1 read buffer per hyper connection (hyper's minimum is 8 KiB). Requests
 /// here are small; publish bodies stream through it.
 const HTTP_MAX_BUF: usize = 16 * 1024;
@@ -53,82 +69,339 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 struct Head {
     uri: Uri,
     headers: HeaderMap,
-    /// Its length in bytes, all of them already in the socket.
-    len: usize,
     route: Route,
 }
 
 /// What a connection's first request is.
 enum First {
-    /// A `POST`: serve on the API runtime.
-    Post,
-    /// A stream that owns its connection, with its whole head.
+    /// A `POST`: serve on the API runtime, its head first.
+    Post(Bytes),
+    /// A stream that owns its connection, with its whole head (and nothing after it).
     Stream(Box<Head>),
-    /// Anything else: hyper on this runtime.
-    Other,
+    /// Anything else: hyper on this runtime, its head first.
+    Other(Bytes),
+    /// Answered or closed already.
+    Done,
 }
 
-/// Serves one accepted connection until it closes (or the drain ends it).
+/// Serves one accepted connection until it closes (or the drain ends it). `slot` is its
+/// place in the connection budget, held for as long as the socket is open.
 pub(crate) async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     state: Arc<AppState>,
     router: Router,
     shutdown: CancellationToken,
     api: tokio::runtime::Handle,
+    slot: ConnSlot,
 ) {
-    // Boxed, so the peek buffer is not part of every connection's task for its lifetime.
-    match Box::pin(first_request(&stream)).await {
-        First::Post => {
-            let _ = api.spawn(http1(stream, router, shutdown)).await;
+    // Boxed, so the head buffer is not part of every connection's task for its lifetime.
+    // A head still arriving when the drain starts is not waited for.
+    let first = tokio::select! {
+        first = Box::pin(first_request(&mut stream, &state, slot.kind())) => first,
+        () = shutdown.cancelled() => First::Done,
+    };
+    let http = Http1 {
+        router,
+        shutdown,
+        idle: state.config.idle_timeout.get(),
+        keep_alive: slot.kind() == SlotKind::Normal,
+    };
+    match first {
+        First::Post(head) => {
+            let _ = api.spawn(http.serve(Conn::new(stream, head, slot))).await;
         }
-        First::Stream(head) => Box::pin(direct(stream, state, head)).await,
-        First::Other => Box::pin(http1(stream, router, shutdown)).await,
+        First::Stream(head) => Box::pin(direct(stream, state, head, slot)).await,
+        First::Other(head) => Box::pin(http.serve(Conn::new(stream, head, slot))).await,
+        First::Done => {}
     }
 }
 
-/// Serves a connection as HTTP/1.1 (with upgrades) until the peer closes; on shutdown
-/// finishes the response in flight (a stream ends after `reconnect`), then closes.
-async fn http1(stream: TcpStream, router: Router, shutdown: CancellationToken) {
-    // The peer's address, for the trusted-proxy check of forwarding headers.
-    let peer = Peer(stream.peer_addr().ok().map(|a| a.ip()));
-    let service = tower::ServiceBuilder::new()
-        .layer(axum::Extension(peer))
-        .service(router);
-    let service = hyper_util::service::TowerToHyperService::new(service);
-    let connection = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(HTTP_MAX_BUF)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-        .with_upgrades();
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+/// How a connection is served by hyper.
+struct Http1 {
+    router: Router,
+    shutdown: CancellationToken,
+    /// `SWITCHYARD_IDLE_TIMEOUT`: for the next request head of a kept-alive connection.
+    idle: Duration,
+    /// Whether it may carry more than one request (not on the reserve).
+    keep_alive: bool,
+}
+
+impl Http1 {
+    /// Serves a connection as HTTP/1.1 (with upgrades) until the peer closes; on shutdown
+    /// finishes the response in flight (a stream ends after `reconnect`), then closes.
+    async fn serve(self, conn: Conn) {
+        // The peer's address, for the trusted-proxy check of forwarding headers.
+        let peer = Peer(conn.io.peer_addr().ok().map(|a| a.ip()));
+        let service = tower::ServiceBuilder::new()
+            .layer(axum::Extension(peer))
+            .service(self.router);
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(HTTP_MAX_BUF)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.idle)
+            .keep_alive(self.keep_alive)
+            .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+            .with_upgrades();
+        let shutdown = self.shutdown;
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
         }
     }
 }
 
-/// Looks at (does not read) the first bytes waiting on a new connection.
-async fn first_request(stream: &TcpStream) -> First {
-    let mut buf = vec![0u8; MAX_PEEK_HEAD];
-    match tokio::time::timeout(FIRST_BYTES_WAIT, stream.peek(&mut buf)).await {
-        Ok(Ok(n)) if buf[..n].starts_with(b"POST ") => First::Post,
-        Ok(Ok(n)) => match parse_stream_head(&buf[..n]) {
-            Some(head) => First::Stream(Box::new(head)),
-            None => First::Other,
-        },
-        _ => First::Other,
+/// A connection served by hyper: the first head, read here already, then the socket.
+/// It holds the connection's place in the budget for as long as it lives, through an
+/// upgrade too.
+struct Conn {
+    head: Bytes,
+    io: TcpStream,
+    _slot: ConnSlot,
+}
+
+impl Conn {
+    fn new(io: TcpStream, head: Bytes, slot: ConnSlot) -> Conn {
+        Conn {
+            head,
+            io,
+            _slot: slot,
+        }
     }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.head.is_empty() {
+            let n = self.head.len().min(buf.remaining());
+            buf.put_slice(&self.head[..n]);
+            self.head.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Reads a new connection's first request head (within `SWITCHYARD_HEAD_TIMEOUT`),
+/// checks it, and says how to serve the connection. Refusals are answered here.
+async fn first_request(stream: &mut TcpStream, state: &AppState, kind: SlotKind) -> First {
+    let limit = state.config.head_timeout.get();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = BytesMut::with_capacity(HEAD_CHUNK);
+    let refuse = |reason, error: ApiError| {
+        state.metrics.close(reason);
+        error
+    };
+    let error = loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(HEAD_CHUNK);
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Err(_) if buf.is_empty() => {
+                // Nothing sent at all: nothing to answer.
+                state.metrics.close(ClosedReason::head_timeout);
+                return First::Done;
+            }
+            Err(_) => {
+                break refuse(
+                    ClosedReason::head_timeout,
+                    ApiError::Status {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        code: "head_timeout",
+                        message: format!(
+                            "the request head did not arrive within {} (SWITCHYARD_HEAD_TIMEOUT)",
+                            humantime::format_duration(limit)
+                        ),
+                    },
+                );
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return First::Done,
+            Ok(Ok(_)) => {}
+        }
+        match check_head(&buf, kind) {
+            Ok(None) if buf.len() < MAX_HEAD => continue,
+            Ok(None) => {
+                break refuse(
+                    ClosedReason::bad_head,
+                    ApiError::Status {
+                        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        code: "head_too_large",
+                        message: format!(
+                            "the request head is larger than {MAX_HEAD} bytes (request line and headers)"
+                        ),
+                    },
+                );
+            }
+            Err(e) => break e,
+            Ok(Some(len)) => {
+                let bytes = buf.freeze();
+                if bytes.starts_with(b"POST ") {
+                    return First::Post(bytes);
+                }
+                if bytes.len() == len
+                    && let Some(head) = parse_stream_head(&bytes)
+                {
+                    return First::Stream(Box::new(head));
+                }
+                return First::Other(bytes);
+            }
+        }
+    };
+    if let ApiError::BadRequest { .. } = &error {
+        state.metrics.close(ClosedReason::bad_head);
+    }
+    answer(stream, retry_soon(error), &[]).await;
+    First::Done
+}
+
+/// The error's response; a `429` or `503` says `Retry-After: 1`.
+fn retry_soon(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    if matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Checks the bytes of a request head read so far: `Ok(None)` while it is incomplete,
+/// `Ok(Some(len))` once whole and acceptable, else the error to answer: malformed,
+/// a line ending in a bare LF, no `Host` on HTTP/1.1 or two of them (RFC 9112 §3.2),
+/// too many headers, or (on the reserve) a request the reserve does not serve.
+fn check_head(bytes: &[u8], kind: SlotKind) -> Result<Option<usize>, ApiError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ApiError::Status {
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                code: "head_too_large",
+                message: format!("the request head has more than {MAX_HEADERS} headers"),
+            });
+        }
+        Err(e) => {
+            return Err(ApiError::bad_request(
+                "bad_request_head",
+                format!("the request head is malformed: {e}"),
+            ));
+        }
+    };
+    let head = &bytes[..len];
+    if head
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    {
+        return Err(ApiError::bad_request(
+            "bad_request_head",
+            "every line of the request head must end with CRLF (\\r\\n), not a bare LF",
+        ));
+    }
+    let hosts = parsed
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
+    if hosts > 1 {
+        return Err(ApiError::bad_request(
+            "bad_request_head",
+            "the request has more than one Host header",
+        ));
+    }
+    if hosts == 0 && parsed.version == Some(1) {
+        return Err(ApiError::bad_request(
+            "bad_request_head",
+            "an HTTP/1.1 request needs a Host header",
+        ));
+    }
+    if kind == SlotKind::Reserve && !reserve_serves(parsed.method, parsed.path) {
+        return Err(ApiError::Unavailable {
+            code: "connection_limit",
+            message: "the server holds its maximum of connections (SWITCHYARD_MAX_CONNECTIONS); \
+                      only health, status, metrics and publishing are answered now; retry later"
+                .into(),
+            enabled: Vec::new(),
+        });
+    }
+    Ok(Some(len))
+}
+
+/// Whether a request is one the connection reserve serves: health, status, metrics and
+/// publishing.
+fn reserve_serves(method: Option<&str>, path: Option<&str>) -> bool {
+    let path = path.map(|p| p.split('?').next().unwrap_or(p));
+    match (method, path) {
+        (Some("POST"), Some(p)) => p == "/v1/events",
+        (Some("GET" | "HEAD"), Some(p)) => {
+            matches!(p, "/healthz" | "/readyz" | "/v1/status" | "/metrics")
+        }
+        _ => false,
+    }
+}
+
+/// Answers a connection refused at accept (the budget, or its client's share, is used
+/// up) with `error`, then keeps it open up to [`LINGER`] reading what the client sent,
+/// so that its request does not turn the close into a reset that loses the answer.
+pub(crate) async fn refuse(mut stream: TcpStream, error: ApiError) {
+    answer(&stream, retry_soon(error), &[]).await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Parses `bytes` as a complete HTTP/1.1 `GET` head, with no body, of a stream that
 /// owns its connection (an event stream or a WebSocket handshake). `None` for anything
 /// else (hyper serves it).
 fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_PEEK_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(len) = parsed.parse(bytes).ok()? else {
+    let httparse::Status::Complete(_) = parsed.parse(bytes).ok()? else {
         return None;
     };
     if parsed.method != Some("GET") || parsed.version != Some(1) {
@@ -160,7 +433,6 @@ fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
     Some(Head {
         uri,
         headers: map,
-        len,
         route,
     })
 }
@@ -175,11 +447,18 @@ fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
 /// its session is opened here and only its running future is spawned (an async fn
 /// keeps room for locals that were moved out, so opening and running in one future
 /// held the session twice).
-async fn direct(stream: TcpStream, state: Arc<AppState>, head: Box<Head>) {
+async fn direct(stream: TcpStream, state: Arc<AppState>, head: Box<Head>, slot: ConnSlot) {
     let tasks = state.tasks.clone();
+    // The slot goes with the stream's task, which lives as long as the socket.
     match Box::pin(prepare(stream, state, head)).await {
-        Some(Stream::Sse(io, head, session)) => drop(tasks.spawn(sse::run(io, head, session))),
-        Some(Stream::WebSocket(session)) => drop(tasks.spawn(session.run())),
+        Some(Stream::Sse(io, head, session)) => drop(tasks.spawn(async move {
+            sse::run(io, head, session).await;
+            drop(slot);
+        })),
+        Some(Stream::WebSocket(session)) => drop(tasks.spawn(async move {
+            session.run().await;
+            drop(slot);
+        })),
         None => {}
     }
 }
@@ -197,11 +476,7 @@ enum Stream {
 
 /// Reads the head, admits the request, and answers what is not a long-lived stream
 /// (an error, a long poll, the handshake of a WebSocket). `None` when it is done.
-async fn prepare(mut stream: TcpStream, state: Arc<AppState>, head: Box<Head>) -> Option<Stream> {
-    // Consume the head that was only looked at so far (it is already in the socket).
-    let mut consumed = vec![0u8; head.len];
-    stream.read_exact(&mut consumed).await.ok()?;
-    drop(consumed);
+async fn prepare(stream: TcpStream, state: Arc<AppState>, head: Box<Head>) -> Option<Stream> {
     let peer = Peer(stream.peer_addr().ok().map(|a| a.ip()));
     let admitted = transport::admit(&state, head.route, peer, &head.uri, &head.headers).await;
     let common = crate::headers::response_headers(&state.config.allowed_origins, &head.headers);
@@ -320,7 +595,6 @@ mod tests {
     fn streams_that_own_their_connection_take_the_direct_path() {
         let head = "GET /v1/sse?topics=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1-2\r\n\r\n";
         let parsed = parse(head).expect("direct");
-        assert_eq!(parsed.len, head.len());
         assert_eq!(parsed.uri.query(), Some("topics=a"));
         assert_eq!(parsed.headers["last-event-id"], "1-2");
         assert_eq!(parsed.route, Route::Dedicated(Transport::Sse));
@@ -333,6 +607,55 @@ mod tests {
             "GET /v1/stream?topics=a HTTP/1.1\r\nAccept: text/event-stream\r\nSec-WebSocket-Key: x\r\n\r\n",
         ] {
             assert!(parse(head).is_some(), "{head:?}");
+        }
+    }
+
+    fn check(head: &str) -> Result<Option<usize>, String> {
+        check_head(head.as_bytes(), SlotKind::Normal).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn heads_are_checked_strictly() {
+        let ok = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(check(ok), Ok(Some(ok.len())));
+        assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        assert_eq!(
+            check("GET / HTTP/1.0\r\n\r\n"),
+            Ok(Some(18)),
+            "HTTP/1.0 needs no Host"
+        );
+        let bare_lf = check("GET / HTTP/1.1\nHost: a\n\n").expect_err("refused");
+        assert!(bare_lf.contains("CRLF"), "{bare_lf}");
+        let no_host = check("GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").expect_err("refused");
+        assert!(no_host.contains("needs a Host"), "{no_host}");
+        let two = check("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n").expect_err("refused");
+        assert!(two.contains("more than one Host"), "{two}");
+        let garbage = check("\u{0}\u{1}garbage\r\n\r\n").expect_err("refused");
+        assert!(garbage.contains("malformed"), "{garbage}");
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let many = check(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")).expect_err("refused");
+        assert!(many.contains("more than"), "{many}");
+    }
+
+    #[test]
+    fn the_reserve_serves_health_status_metrics_and_publishing_only() {
+        let reserve = |head: &str| check_head(head.as_bytes(), SlotKind::Reserve).is_ok();
+        for ok in [
+            "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/status?x=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(reserve(ok), "{ok:?}");
+        }
+        for refused in [
+            "GET /v1/sse?topics=a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST /v1/reports HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/events HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(!reserve(refused), "{refused:?}");
         }
     }
 

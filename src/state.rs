@@ -13,7 +13,9 @@ use crate::error::ApiError;
 use crate::event::{Event, NewEvent};
 use crate::fanout::{self, Output};
 use crate::headers::{Authority, Peer, authority};
-use crate::limits::{REPORTS_PER_SECOND, TokenBucket};
+use crate::limits::{
+    ConnectionBudget, FD_RESERVE, REPORTS_PER_SECOND, TokenBucket, clamp_to_open_files,
+};
 use crate::log::file::{FileConfig, FileLog};
 use crate::log::memory::{MemoryConfig, MemoryLog};
 use crate::log::redis::RedisLog;
@@ -53,6 +55,8 @@ pub struct AppState {
     outputs: Vec<Option<Arc<Output>>>,
     /// The bucket of client reports (`POST /v1/reports`).
     pub reports: TokenBucket,
+    /// Every accepted socket's place: the connection cap, its reserve, per client.
+    pub budget: Arc<ConnectionBudget>,
 }
 
 /// The retention limits of a configuration.
@@ -153,7 +157,26 @@ impl AppState {
                 })
             })
             .collect();
+        // The budget never reaches the open-file limit: what a refusal, the log and the
+        // reserve need stays free.
+        let open_files =
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft);
+        let max = clamp_to_open_files(config.max_connections, open_files);
+        if max < config.max_connections {
+            tracing::warn!(
+                open_file_limit = open_files,
+                configured = config.max_connections,
+                max,
+                "SWITCHYARD_MAX_CONNECTIONS lowered to the open-file limit less {FD_RESERVE} (raise ulimit -n for more)"
+            );
+        }
+        metrics.connections_max.set(i64::from(max));
+        let budget = Arc::new(ConnectionBudget::new(
+            max,
+            config.max_connections_per_client,
+        ));
         Ok(Arc::new(AppState {
+            budget,
             access,
             hosts: config
                 .allowed_hosts
@@ -224,6 +247,11 @@ impl AppState {
                 Err(ApiError::HostNotAllowed(message))
             }
         }
+    }
+
+    /// Whether a refusal may be logged now (at most one line a second in all).
+    pub fn refusal_log_admits(&self) -> bool {
+        self.refusal_log.admit()
     }
 
     /// Counts a refused request; logs why, at most once a second.

@@ -132,6 +132,10 @@ async fn help_lists_every_variable_with_its_default() {
         ("SWITCHYARD_SSE_PADDING", "2048"),
         ("SWITCHYARD_POLL_BATCH", "1000"),
         ("SWITCHYARD_DEMO", ""),
+        ("SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT", "1000"),
+        ("SWITCHYARD_HEAD_TIMEOUT", "10s"),
+        ("SWITCHYARD_IDLE_TIMEOUT", "60s"),
+        ("SWITCHYARD_REQUEST_TIMEOUT", "10s"),
     ] {
         assert!(
             stdout.contains(&format!("[env: {var}")),
@@ -201,14 +205,7 @@ async fn sigterm_drains_every_transport_and_exits_in_time() {
     });
     // The poll is waiting once the server counts it open.
     wait_until(WAIT, "the poll to be waiting", || async {
-        let s: Value = client
-            .get(format!("{base}/v1/status"))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
+        let s = status_at(&client, &base).await;
         (s["transports"]["longpoll"]["open"] == 1).then_some(())
     })
     .await;

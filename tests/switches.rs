@@ -300,7 +300,9 @@ async fn websocket_origins_are_checked() {
     app.stop().await;
 }
 
-/// At `SWITCHYARD_MAX_CONNECTIONS` new streams get 503; a freed slot is usable again.
+/// At `SWITCHYARD_MAX_CONNECTIONS` connections (every socket counts) new streams get
+/// 503 `connection_limit` (they arrive on the reserve, which serves only health, status,
+/// metrics and publishing); a freed slot is usable again.
 #[tokio::test]
 async fn the_connection_cap_refuses_clearly() {
     let app = spawn_app(|c| c.max_connections = 2).await;
@@ -309,7 +311,7 @@ async fn the_connection_cap_refuses_clearly() {
     assert_eq!(b.next().await["op"], "ready");
     let (status, _, v) = get_with(&app, "/v1/sse?topics=a", "text/event-stream").await;
     assert_eq!(status, 503);
-    assert_eq!(v["error"]["code"], "at_capacity");
+    assert_eq!(v["error"]["code"], "connection_limit");
     assert!(
         v["error"]["message"]
             .as_str()
@@ -319,7 +321,7 @@ async fn the_connection_cap_refuses_clearly() {
     let (status, v) = ws_refused(&app.ws_url("/v1/ws?topics=a"), None).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
-        (503, Some("at_capacity"))
+        (503, Some("connection_limit"))
     );
     drop(a);
     wait_until(

@@ -272,7 +272,11 @@ mod tests {
         a.url = "http://127.0.0.1:1, http://127.0.0.1:2,,http://127.0.0.1:3".into();
         assert_eq!(
             a.urls(),
-            ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                "http://127.0.0.1:3"
+            ]
         );
         assert_eq!(a.effective_procs(), 3);
         a.procs = 6;

@@ -366,7 +366,7 @@ pub struct ConnGuard {
 
 impl ConnGuard {
     fn acquire(state: &Arc<AppState>, transport: Transport) -> Result<ConnGuard, ApiError> {
-        let max = state.config.max_connections;
+        let max = state.budget.max();
         let admitted = state
             .open_streams
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

@@ -61,6 +61,18 @@ where
     .await
 }
 
+/// `GET /v1/status` of the server at `base`, as JSON.
+pub async fn status_at(client: &reqwest::Client, base: &str) -> Value {
+    client
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .expect("GET /v1/status")
+        .json()
+        .await
+        .expect("status JSON")
+}
+
 /// Publishes `body` (one event or an array) to the server at `base`; asserts `201` and
 /// returns the ids.
 pub async fn publish_at(client: &reqwest::Client, base: &str, body: Value) -> Vec<String> {
@@ -371,11 +383,31 @@ pub async fn spawn_binary(env: &[(&str, &str)]) -> Server {
 
 /// Like [`spawn_binary`], in working directory `dir`.
 pub async fn spawn_binary_in(env: &[(&str, &str)], dir: Option<&str>) -> Server {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    spawn_binary_with(env, dir, None).await
+}
+
+/// Like [`spawn_binary`], with its open-file limit (soft and hard) set to `nofile`, as
+/// `ulimit -n` would.
+pub async fn spawn_binary_nofile(env: &[(&str, &str)], nofile: u64) -> Server {
+    spawn_binary_with(env, None, Some(nofile)).await
+}
+
+async fn spawn_binary_with(env: &[(&str, &str)], dir: Option<&str>, nofile: Option<u64>) -> Server {
+    let bin = env!("CARGO_BIN_EXE_switchyard");
+    let mut cmd = match nofile {
+        // The shell sets the limit, then becomes the server (same pid).
+        Some(n) => {
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.args(["-c", &format!("ulimit -n {n} && exec \"$0\""), bin]);
+            cmd
+        }
+        None => tokio::process::Command::new(bin),
+    };
     if let Some(dir) = dir {
         cmd.current_dir(dir);
     }
     cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("SWITCHYARD_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
