@@ -16,7 +16,8 @@ use crate::error::ApiError;
 use crate::event::{NewEvent, TopicSet};
 use crate::headers::Peer;
 use crate::metrics::{
-    ClosedLabel, ClosedReason, FallbackLabel, RefusedLabel, RefusedReason, TransportLabel,
+    ClosedLabel, ClosedReason, FallbackLabel, RateLimited, RefusedLabel, RefusedReason,
+    TransportLabel,
 };
 use crate::state::AppState;
 use crate::transport::{Transport, disabled_reason};
@@ -53,10 +54,12 @@ struct PublishEvent {
 /// `POST /v1/events`: one event or an array of them → `201 {"ids":[…]}`.
 pub(crate) async fn publish(
     State(state): State<Arc<AppState>>,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let client = client_of(&state, peer, &headers);
+    authorize(&state, client, &headers)?;
     require_json(&headers)?;
     let body = body.map_err(|e| body_error(e, MAX_PUBLISH_BODY))?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
@@ -108,10 +111,43 @@ pub(crate) async fn publish(
     Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The client's address of a request (see [`crate::headers::client_ip`]).
+fn client_of(
+    state: &AppState,
+    peer: Option<axum::Extension<Peer>>,
+    headers: &HeaderMap,
+) -> Option<std::net::IpAddr> {
+    let peer = peer.map_or(Peer(None), |axum::Extension(p)| p);
+    crate::headers::client_ip(&state.config.trusted_proxies, peer, headers)
+}
+
+/// Checks the publish key. A client that sent too many wrong ones is refused with 429
+/// before its key is even looked at.
+fn authorize(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let Some(key) = &state.config.publish_key else {
         return Ok(());
     };
+    if client.is_some_and(|ip| state.key_failures.exhausted(ip)) {
+        state.metrics.rate_limit(RateLimited::publish_key);
+        return Err(ApiError::RateLimited {
+            message: "too many wrong publish keys from this address (SWITCHYARD_KEY_FAILURES_PER_MINUTE); retry later",
+            retry_after: 60_u64.div_ceil(u64::from(state.config.key_failures_per_minute)),
+        });
+    }
+    let failed = |e: ApiError| {
+        if let Some(ip) = client {
+            state.key_failures.admit(ip);
+        }
+        e
+    };
+    authorize_key(key, headers).map_err(failed)
+}
+
+fn authorize_key(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized(
@@ -313,9 +349,11 @@ fn refused(state: &AppState, e: &AuthError) {
 /// `POST /v1/reports`: a browser client says it fell back, and why. Counted, not stored.
 pub(crate) async fn report(
     State(state): State<Arc<AppState>>,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let client = client_of(&state, peer, &headers);
     require_json(&headers)?;
     let body = body.map_err(|e| body_error(e, MAX_REPORT_BODY))?;
     let report: Report = serde_json::from_slice(&body).map_err(|e| {
@@ -336,6 +374,14 @@ pub(crate) async fn report(
             "invalid_report",
             format!("reason must be one of {}", REPORT_REASONS.join(", ")),
         ));
+    }
+    if client.is_some_and(|ip| !state.client_reports.admit(ip)) {
+        state.metrics.reports_dropped.inc();
+        state.metrics.rate_limit(RateLimited::reports);
+        return Err(ApiError::RateLimited {
+            message: "too many reports from this address (SWITCHYARD_REPORTS_PER_CLIENT); this one was not counted",
+            retry_after: 1,
+        });
     }
     if !state.reports.admit() {
         state.metrics.reports_dropped.inc();
@@ -421,6 +467,16 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
             (reason.name().to_owned(), json!(n))
         })
         .collect();
+    let rate_limited: serde_json::Map<String, Value> = RateLimited::ALL
+        .iter()
+        .map(|&limit| {
+            let n = m
+                .rate_limited
+                .get(&crate::metrics::RateLimitedLabel { limit })
+                .map_or(0, |c| c.get());
+            (limit.name().to_owned(), json!(n))
+        })
+        .collect();
     let log = state.log.stats();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -460,6 +516,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
             "fallbacks": fallbacks,
             "reports_dropped": m.reports_dropped.get(),
             "refused": refused,
+            "rate_limited": rate_limited,
         },
     });
     (

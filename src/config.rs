@@ -139,6 +139,21 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT", default_value = "1000", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub max_connections_per_client: u32,
 
+    /// Wrong publish keys one client may try per minute (in bursts of up to 10); past it
+    /// 429 with Retry-After, the key not even checked.
+    #[arg(long, env = "SWITCHYARD_KEY_FAILURES_PER_MINUTE", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub key_failures_per_minute: u32,
+
+    /// Client reports (POST /v1/reports) one client may send per second (the same
+    /// burst); all clients together stay at 50 a second.
+    #[arg(long, env = "SWITCHYARD_REPORTS_PER_CLIENT", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub reports_per_client: u32,
+
+    /// Client frames (subscribe, unsubscribe, auth, pings…) one WebSocket may send per
+    /// second (the same burst); past it an error frame and close 1008.
+    #[arg(long, env = "SWITCHYARD_WS_OPS_PER_SECOND", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ws_ops_per_second: u32,
+
     /// Longest a new connection may take to send its whole first request head; then it
     /// is closed (408 if it had sent part of one).
     #[arg(long, env = "SWITCHYARD_HEAD_TIMEOUT", default_value = "10s", value_parser = parse_connection_timeout)]

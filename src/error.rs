@@ -75,6 +75,14 @@ pub enum ApiError {
     /// Too many requests (`429`).
     #[error("{0}")]
     TooManyRequests(&'static str),
+    /// Refused by a per-client rate limit (`429 rate_limited` with `Retry-After`).
+    #[error("{message}")]
+    RateLimited {
+        /// Which limit, in words.
+        message: &'static str,
+        /// Seconds until the client may try again.
+        retry_after: u64,
+    },
     /// A transport (or every transport) is switched off, or the connection cap is reached
     /// (`503`).
     #[error("{message}")]
@@ -124,7 +132,9 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::UpgradeStripped { .. } => (StatusCode::UPGRADE_REQUIRED, "upgrade_stripped"),
-            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyRequests(_) | ApiError::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Status { status, code, .. } => (*status, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -158,6 +168,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::UPGRADE,
                 axum::http::HeaderValue::from_static("websocket"),
+            );
+        }
+        if let ApiError::RateLimited { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after),
             );
         }
         if status == StatusCode::PAYLOAD_TOO_LARGE {

@@ -23,6 +23,25 @@ pub struct Authority {
     pub source: &'static str,
 }
 
+/// The client's address: the last `X-Forwarded-For` entry (the one the proxy added)
+/// when the peer is a trusted proxy, else the peer's own. `None` when neither is known.
+pub fn client_ip(
+    trusted: &TrustedProxies,
+    peer: Peer,
+    headers: &HeaderMap,
+) -> Option<std::net::IpAddr> {
+    let ip = peer.0?;
+    if !trusted.contains(ip) {
+        return Some(ip);
+    }
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok());
+    Some(forwarded.unwrap_or(ip))
+}
+
 /// The authority of a request: from `Forwarded`, else `X-Forwarded-Host` and
 /// `X-Forwarded-Proto`, when the peer is a trusted proxy; else from `Host`.
 pub fn authority(trusted: &TrustedProxies, peer: Peer, headers: &HeaderMap) -> Authority {

@@ -9,11 +9,47 @@ use std::time::Instant;
 /// Reports accepted per second across all clients (the bucket also holds this many).
 pub const REPORTS_PER_SECOND: f64 = 50.0;
 
+/// The state of one token bucket, refilled lazily when it is looked at. The bucket's
+/// owner keeps its rate and size ([`TokenBucket`], [`ClientBuckets`], or a WebSocket
+/// session's own, which needs no lock).
+#[derive(Debug, Clone, Copy)]
+pub struct Refill {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Refill {
+    /// A full bucket of `burst` tokens.
+    pub fn full(burst: f64) -> Refill {
+        Refill {
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Tokens now, refilled at `rate` a second up to `burst`.
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) -> f64 {
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(burst);
+        self.last = now;
+        self.tokens
+    }
+
+    /// Takes a token if there is one.
+    pub fn admit(&mut self, rate: f64, burst: f64) -> bool {
+        if self.refill(rate, burst, Instant::now()) >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A token bucket: at most `rate` admissions a second, and a burst of as many.
 #[derive(Debug)]
 pub struct TokenBucket {
     rate: f64,
-    bucket: Mutex<(f64, Instant)>,
+    bucket: Mutex<Refill>,
 }
 
 impl TokenBucket {
@@ -21,23 +57,14 @@ impl TokenBucket {
     pub fn new(rate: f64) -> TokenBucket {
         TokenBucket {
             rate,
-            bucket: Mutex::new((rate, Instant::now())),
+            bucket: Mutex::new(Refill::full(rate)),
         }
     }
 
     /// Takes a token if there is one.
     pub fn admit(&self) -> bool {
-        let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = &mut *guard;
-        let now = Instant::now();
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.rate);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.admit(self.rate, self.rate)
     }
 }
 
@@ -197,6 +224,63 @@ pub fn clamp_to_open_files(configured: u32, open_file_limit: u64) -> u32 {
     u32::try_from(room).map_or(configured, |room| configured.min(room))
 }
 
+/// Most wrong publish keys one client may try in a burst.
+pub const KEY_FAILURE_BURST: u32 = 10;
+
+/// Most client addresses a [`ClientBuckets`] tracks; past it, entries whose bucket has
+/// refilled are dropped, and clients still beyond it share one overflow bucket.
+pub const MAX_TRACKED_CLIENTS: usize = 65_536;
+
+/// A token bucket per client address: at most `rate` a second each, in bursts of
+/// `burst`. Bounded by [`MAX_TRACKED_CLIENTS`].
+#[derive(Debug)]
+pub struct ClientBuckets {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, Refill>>,
+    overflow: TokenBucket,
+}
+
+impl ClientBuckets {
+    /// Buckets of `burst` tokens, refilled at `rate` a second.
+    pub fn new(rate: f64, burst: f64) -> ClientBuckets {
+        ClientBuckets {
+            rate,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+            overflow: TokenBucket::new(rate.max(1.0)),
+        }
+    }
+
+    fn with<R>(&self, ip: IpAddr, f: impl FnOnce(&mut Refill, f64, f64) -> R) -> Option<R> {
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (rate, burst) = (self.rate, self.burst);
+        if !map.contains_key(&ip) && map.len() >= MAX_TRACKED_CLIENTS {
+            let now = Instant::now();
+            map.retain(|_, bucket| bucket.refill(rate, burst, now) < burst);
+            if map.len() >= MAX_TRACKED_CLIENTS {
+                return None;
+            }
+        }
+        let bucket = map.entry(ip).or_insert_with(|| Refill::full(burst));
+        Some(f(bucket, rate, burst))
+    }
+
+    /// Takes a token of `ip`'s bucket if it has one.
+    pub fn admit(&self, ip: IpAddr) -> bool {
+        self.with(ip, |bucket, rate, burst| bucket.admit(rate, burst))
+            .unwrap_or_else(|| self.overflow.admit())
+    }
+
+    /// Whether `ip`'s bucket is empty now (nothing is taken).
+    pub fn exhausted(&self, ip: IpAddr) -> bool {
+        self.with(ip, |bucket, rate, burst| {
+            bucket.refill(rate, burst, Instant::now()) < 1.0
+        })
+        .unwrap_or(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +333,18 @@ mod tests {
             ConnRefusal::Full
         );
         assert!(limited.clients.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn each_client_has_its_own_bucket() {
+        let buckets = ClientBuckets::new(0.001, 3.0);
+        for _ in 0..3 {
+            assert!(buckets.admit(A));
+        }
+        assert!(!buckets.admit(A), "A used its burst");
+        assert!(buckets.exhausted(A));
+        assert!(!buckets.exhausted(B), "B is untouched");
+        assert!(buckets.admit(B));
     }
 
     #[test]

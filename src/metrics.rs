@@ -122,6 +122,43 @@ impl ClosedReason {
     }
 }
 
+/// Label: which per-client rate limit refused a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabel {
+    /// See [`RateLimited`].
+    pub limit: RateLimited,
+}
+
+/// Which per-client rate limit refused a request (`429`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RateLimited {
+    /// `SWITCHYARD_KEY_FAILURES_PER_MINUTE`.
+    publish_key,
+    /// `SWITCHYARD_REPORTS_PER_CLIENT`.
+    reports,
+    /// `SWITCHYARD_WS_OPS_PER_SECOND` (the WebSocket is closed 1008).
+    ws_ops,
+}
+
+impl RateLimited {
+    /// Every limit, for status and for the counters' zeroes.
+    pub const ALL: [RateLimited; 3] = [
+        RateLimited::publish_key,
+        RateLimited::reports,
+        RateLimited::ws_ops,
+    ];
+
+    /// The limit's name, as in the metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            RateLimited::publish_key => "publish_key",
+            RateLimited::reports => "reports",
+            RateLimited::ws_ops => "ws_ops",
+        }
+    }
+}
+
 /// Label set of a client-reported fallback.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FallbackLabel {
@@ -146,6 +183,8 @@ pub struct Metrics {
     pub refused: Family<RefusedLabel, Counter>,
     /// Connections refused or closed before their first request was served.
     pub closed: Family<ClosedLabel, Counter>,
+    /// Requests refused by a per-client rate limit.
+    pub rate_limited: Family<RateLimitedLabel, Counter>,
     /// Connections open now (every accepted socket).
     pub connections: Gauge,
     /// The connection budget in force (after the open-file clamp).
@@ -173,6 +212,7 @@ impl Metrics {
             delivered: Family::default(),
             refused: Family::default(),
             closed: Family::default(),
+            rate_limited: Family::default(),
             connections: Gauge::default(),
             connections_max: Gauge::default(),
             upgrade_stripped: Counter::default(),
@@ -206,6 +246,14 @@ impl Metrics {
             "connections_refused",
             "Connections refused or closed before their first request was served, by reason",
             m.closed.clone(),
+        );
+        for limit in RateLimited::ALL {
+            let _ = m.rate_limited.get_or_create(&RateLimitedLabel { limit });
+        }
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused (429) by a per-client rate limit, by limit",
+            m.rate_limited.clone(),
         );
         registry.register(
             "open_connections",
@@ -269,6 +317,13 @@ impl Metrics {
     /// Counts a connection refused or closed before its first request was served.
     pub fn close(&self, reason: ClosedReason) {
         self.closed.get_or_create(&ClosedLabel { reason }).inc();
+    }
+
+    /// Counts a request refused by a per-client rate limit.
+    pub fn rate_limit(&self, limit: RateLimited) {
+        self.rate_limited
+            .get_or_create(&RateLimitedLabel { limit })
+            .inc();
     }
 
     /// The registry, for encoding.

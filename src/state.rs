@@ -14,7 +14,8 @@ use crate::event::{Event, NewEvent};
 use crate::fanout::{self, Output};
 use crate::headers::{Authority, Peer, authority};
 use crate::limits::{
-    ConnectionBudget, FD_RESERVE, REPORTS_PER_SECOND, TokenBucket, clamp_to_open_files,
+    ClientBuckets, ConnectionBudget, FD_RESERVE, KEY_FAILURE_BURST, REPORTS_PER_SECOND,
+    TokenBucket, clamp_to_open_files,
 };
 use crate::log::file::{FileConfig, FileLog};
 use crate::log::memory::{MemoryConfig, MemoryLog};
@@ -57,6 +58,10 @@ pub struct AppState {
     pub reports: TokenBucket,
     /// Every accepted socket's place: the connection cap, its reserve, per client.
     pub budget: Arc<ConnectionBudget>,
+    /// Wrong publish keys per client (`SWITCHYARD_KEY_FAILURES_PER_MINUTE`).
+    pub key_failures: ClientBuckets,
+    /// Reports per client (`SWITCHYARD_REPORTS_PER_CLIENT`).
+    pub client_reports: ClientBuckets,
 }
 
 /// The retention limits of a configuration.
@@ -175,7 +180,14 @@ impl AppState {
             max,
             config.max_connections_per_client,
         ));
+        let key_failures = ClientBuckets::new(
+            f64::from(config.key_failures_per_minute) / 60.0,
+            f64::from(config.key_failures_per_minute.min(KEY_FAILURE_BURST)),
+        );
+        let per_client = f64::from(config.reports_per_client);
         Ok(Arc::new(AppState {
+            key_failures,
+            client_reports: ClientBuckets::new(per_client, per_client),
             budget,
             access,
             hosts: config

@@ -10,6 +10,7 @@ use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Connects to `addr` (host:port).
 async fn connect(addr: &str) -> TcpStream {
@@ -50,6 +51,28 @@ async fn exchange(addr: &str, request: &str) -> String {
 fn body_json(answer: &str) -> Value {
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body ({e}): {answer}"))
+}
+
+/// Publishes one event on `topic` and checks that the witness `sse` gets exactly it.
+async fn witness_gets_the_next_event(app: &TestApp, sse: &mut Sse, topic: &str) {
+    let sent = app
+        .publish(json!({"topic": topic, "type": "t", "data": {}}))
+        .await;
+    assert_eq!(
+        ids(&sse.events(1).await),
+        sent,
+        "the witness got the next event, exactly"
+    );
+}
+
+/// The server with no trusted proxy, so that loopback clients are limited per client
+/// (loopback is a trusted proxy by default, and those are not), configured by `f`.
+async fn spawn_untrusting(f: impl FnOnce(&mut switchyard::config::Config)) -> TestApp {
+    spawn_app(|c| {
+        c.trusted_proxies = switchyard::config::TrustedProxies(Vec::new());
+        f(c);
+    })
+    .await
 }
 
 /// A witness: an SSE subscriber on `topic` opened before the abuse, which must get the
@@ -125,10 +148,7 @@ async fn slow_and_silent_heads_are_closed_at_the_head_timeout_while_everyone_els
         "{status}"
     );
     // The witness is still there and exact.
-    let sent = app
-        .publish(json!({"topic": "w", "type": "t", "data": {"n": 2}}))
-        .await;
-    assert_eq!(ids(&sse.events(1).await), sent);
+    witness_gets_the_next_event(&app, &mut sse, "w").await;
     app.stop().await;
 }
 
@@ -191,9 +211,7 @@ async fn a_request_body_that_never_arrives_gets_408_and_stores_nothing() {
 
 #[tokio::test]
 async fn one_client_is_held_to_its_share_of_connections() {
-    // Loopback is a trusted proxy by default (not limited per client): trust none here.
-    let app = spawn_app(|c| {
-        c.trusted_proxies = switchyard::config::TrustedProxies(Vec::new());
+    let app = spawn_untrusting(|c| {
         c.max_connections_per_client = 5;
     })
     .await;
@@ -389,10 +407,7 @@ async fn heads_that_are_not_strict_http_are_refused_and_nothing_else_notices() {
     let answer = exchange(&addr, &big).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert_eq!(app.status().await["connections"]["refused"]["bad_head"], 6);
-    let sent = app
-        .publish(json!({"topic": "w", "type": "t", "data": {"n": 1}}))
-        .await;
-    assert_eq!(ids(&sse.events(1).await), sent);
+    witness_gets_the_next_event(&app, &mut sse, "w").await;
     app.stop().await;
 }
 
@@ -459,4 +474,284 @@ async fn sigterm_exits_within_the_drain_limit_whatever_the_clients_do() {
         "SIGTERM to exit took {took:?}, past the 5 s drain limit"
     );
     drop((slow, stuck));
+}
+
+/// Opens a WebSocket on a raw socket (the handshake by hand) and reads up to the
+/// `ready` frame.
+async fn raw_websocket(addr: &str) -> TcpStream {
+    let mut s = connect(addr).await;
+    s.write_all(
+        b"GET /v1/ws?topics=a HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("handshake");
+    let mut head = Vec::new();
+    within(WAIT, "the 101 head", async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.expect("head byte");
+            head.push(byte[0]);
+        }
+    })
+    .await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let (opcode, payload) = read_frame(&mut s).await;
+    assert_eq!(opcode, 1, "the ready frame first");
+    assert!(String::from_utf8_lossy(&payload).contains("ready"));
+    s
+}
+
+/// One unmasked server frame: (opcode, payload).
+async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    within(WAIT, "a frame from the server", async {
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b).await.expect("frame head");
+        let len = match b[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).await.expect("len16");
+                u64::from(u16::from_be_bytes(l))
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).await.expect("len64");
+                u64::from_be_bytes(l)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).expect("len")];
+        s.read_exact(&mut payload).await.expect("payload");
+        (b[0] & 0x0f, payload)
+    })
+    .await
+}
+
+/// A masked client frame (mask 0x01020304) with the given first byte.
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![first, 0x80 | u8::try_from(payload.len()).expect("short")];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+#[tokio::test]
+async fn websocket_protocol_errors_close_with_their_code() {
+    let app = spawn_app(|_| {}).await;
+    let addr = app.addr.to_string();
+    let mut sse = witness(&app, "a").await;
+    let cases: [(&str, Vec<u8>, u16, &str); 5] = [
+        (
+            "an unmasked frame",
+            vec![0x81, 0x02, b'h', b'i'],
+            1002,
+            "protocol_error",
+        ),
+        (
+            "reserved bits set",
+            masked(0xC1, b"hi"),
+            1002,
+            "protocol_error",
+        ),
+        (
+            "a reserved opcode",
+            masked(0x83, b""),
+            1002,
+            "protocol_error",
+        ),
+        (
+            "a fragmented ping",
+            masked(0x09, b""),
+            1002,
+            "protocol_error",
+        ),
+        (
+            "invalid UTF-8 text",
+            masked(0x81, &[0xff, 0xfe]),
+            1007,
+            "invalid_utf8",
+        ),
+    ];
+    for (what, frame, code, error) in cases {
+        let mut s = raw_websocket(&addr).await;
+        s.write_all(&frame).await.expect("bad frame");
+        // An error frame saying what was wrong, then the close frame with the code.
+        let (opcode, payload) = read_frame(&mut s).await;
+        assert_eq!(opcode, 1, "{what}: an error frame first");
+        let v: Value = serde_json::from_slice(&payload).expect("error frame JSON");
+        assert_eq!(
+            (v["op"].as_str(), v["code"].as_str()),
+            (Some("error"), Some(error)),
+            "{what}: {v}"
+        );
+        let (opcode, payload) = read_frame(&mut s).await;
+        assert_eq!(opcode, 8, "{what}: then a close frame");
+        assert!(payload.len() >= 2, "{what}: the close frame carries a code");
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code, "{what}");
+    }
+    witness_gets_the_next_event(&app, &mut sse, "a").await;
+    app.stop().await;
+}
+
+/// A client bound to another loopback address, to be another client.
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(ip.parse::<std::net::IpAddr>().expect("ip"))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn wrong_publish_keys_are_limited_per_client_then_429() {
+    let key = "a-publish-key-of-enough-length";
+    let app = spawn_untrusting(|c| {
+        c.publish_key = Some(key.into());
+        // One wrong key a minute: the second attempt is refused, however slow the test.
+        c.key_failures_per_minute = 1;
+    })
+    .await;
+    let event = json!({"topic": "a", "type": "t", "data": {}});
+    let post = |client: &reqwest::Client, bearer: &str| {
+        client
+            .post(app.url("/v1/events"))
+            .bearer_auth(bearer)
+            .json(&event)
+            .send()
+    };
+    let attacker = client_from("127.0.0.1");
+    // A wrong key is answered 401, checked.
+    assert_eq!(post(&attacker, "guess").await.expect("post").status(), 401);
+    // Then 429, with when to come back, the key not even looked at: the right one too.
+    for bearer in ["guess", key] {
+        let resp = post(&attacker, bearer).await.expect("post");
+        assert_eq!(resp.status(), 429, "{bearer}");
+        assert_eq!(resp.headers()["retry-after"], "60");
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "rate_limited");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("SWITCHYARD_KEY_FAILURES_PER_MINUTE")),
+            "{v}"
+        );
+    }
+    // Another client is not affected, and nothing was stored by the attempts.
+    let other = client_from("127.0.0.2");
+    assert_eq!(post(&other, key).await.expect("post").status(), 201);
+    let status = app.status().await;
+    assert_eq!(status["counters"]["published"], 1, "{status}");
+    assert_eq!(
+        status["counters"]["rate_limited"]["publish_key"], 2,
+        "{status}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_client_cannot_use_up_the_report_bucket() {
+    let app = spawn_untrusting(|c| {
+        c.reports_per_client = 1;
+    })
+    .await;
+    let report = json!({"from": "websocket", "to": "sse", "reason": "upgrade_failed"});
+    let send = |client: &reqwest::Client| client.post(app.url("/v1/reports")).json(&report).send();
+    let noisy = client_from("127.0.0.1");
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out.push(send(&noisy).await.expect("report").status().as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses, [204, 429, 429]);
+    // A legitimate client still gets its reports counted.
+    let legit = client_from("127.0.0.3");
+    assert_eq!(send(&legit).await.expect("report").status(), 204);
+    let status = app.status().await;
+    assert_eq!(
+        status["counters"]["fallbacks"]["upgrade_failed"], 2,
+        "{status}"
+    );
+    assert_eq!(status["counters"]["rate_limited"]["reports"], 2, "{status}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_sending_ops_too_fast_is_closed_1008() {
+    // One frame a second: the second frame sent at once is one too many, however slow
+    // the machine.
+    let app = spawn_app(|c| c.ws_ops_per_second = 1).await;
+    let mut sse = witness(&app, "a").await;
+    let mut ws = Ws::connect(&app.ws_url("/v1/ws?topics=a")).await;
+    assert_eq!(ws.next().await["op"], "ready");
+    let flood = r#"{"op":"subscribe","topics":["b"]}"#;
+    let mut refused = None;
+    for _ in 0..2 {
+        ws.send_text(flood).await;
+    }
+    within(WAIT, "the flood to be refused", async {
+        loop {
+            match ws.next_message().await {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).expect("json");
+                    if v["op"] == "error" {
+                        assert_eq!(v["code"], "rate_limited", "{v}");
+                        refused = Some(v);
+                    }
+                }
+                Message::Close(frame) => {
+                    let frame = frame.expect("a close frame with a code");
+                    assert_eq!(u16::from(frame.code), 1008);
+                    break;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(refused.is_some(), "an error frame came before the close");
+    let status = app.status().await;
+    assert_eq!(status["counters"]["rate_limited"]["ws_ops"], 1, "{status}");
+    witness_gets_the_next_event(&app, &mut sse, "a").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_poll_answer_is_bounded_in_bytes_and_the_next_goes_on() {
+    let app = spawn_app(|_| {}).await;
+    let start = app.poll("topics=big&timeout=0").await["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_owned();
+    let pad = "x".repeat(600_000);
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        sent.extend(
+            app.publish(json!({"topic": "big", "type": "t", "data": {"n": n, "pad": pad}}))
+                .await,
+        );
+    }
+    // 1 MiB a answer: the first two events (the second reaches it), then the third.
+    let first = app
+        .poll(&format!("topics=big&timeout=0&cursor={start}"))
+        .await;
+    let got: Vec<Value> = first["events"].as_array().expect("events").clone();
+    assert_eq!(
+        ids(&got),
+        sent[..2],
+        "the answer ends with the event that reaches 1 MiB"
+    );
+    let cursor = first["cursor"].as_str().expect("cursor");
+    assert_eq!(cursor, sent[1], "its cursor is its last event's");
+    let second = app
+        .poll(&format!("topics=big&timeout=0&cursor={cursor}"))
+        .await;
+    let got: Vec<Value> = second["events"].as_array().expect("events").clone();
+    assert_eq!(ids(&got), sent[2..], "the next poll goes on from there");
+    app.stop().await;
 }

@@ -403,7 +403,8 @@ async fn bad_websocket_frames() {
 
 #[tokio::test]
 async fn reports_are_validated_counted_and_rate_limited() {
-    let app = spawn_app(|_| {}).await;
+    // Per client as much as all clients together: this tests the global bucket.
+    let app = spawn_app(|c| c.reports_per_client = 1000).await;
     for (body, words) in [
         (
             json!({"from":"websocket","to":"sse"}),

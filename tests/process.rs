@@ -136,6 +136,9 @@ async fn help_lists_every_variable_with_its_default() {
         ("SWITCHYARD_HEAD_TIMEOUT", "10s"),
         ("SWITCHYARD_IDLE_TIMEOUT", "60s"),
         ("SWITCHYARD_REQUEST_TIMEOUT", "10s"),
+        ("SWITCHYARD_KEY_FAILURES_PER_MINUTE", "30"),
+        ("SWITCHYARD_REPORTS_PER_CLIENT", "5"),
+        ("SWITCHYARD_WS_OPS_PER_SECOND", "50"),
     ] {
         assert!(
             stdout.contains(&format!("[env: {var}")),

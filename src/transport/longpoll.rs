@@ -16,6 +16,11 @@ use crate::event::Event;
 use crate::log::{Item, Reset, Subscription};
 use crate::protocol::{Reconnect, to_json};
 
+/// Most bytes of events in one long-poll answer: the answer ends with the event that
+/// reaches it (so it holds at most this plus one event), and the next poll goes on from
+/// its cursor.
+pub const MAX_POLL_BYTES: usize = 1 << 20;
+
 /// Answers one poll.
 pub(crate) async fn serve(admitted: Admitted) -> Result<Response, ApiError> {
     let Admitted {
@@ -80,6 +85,8 @@ struct Answer {
     reset: Option<Reset>,
     /// Set when the answer was cut before a reset.
     cut: bool,
+    /// Bytes of the events' JSON so far.
+    bytes: usize,
 }
 
 impl Answer {
@@ -91,6 +98,7 @@ impl Answer {
     fn push(&mut self, item: Item) -> bool {
         match item {
             Item::Event(e) => {
+                self.bytes += e.json.len() + 1;
                 self.events.push(e);
                 true
             }
@@ -107,7 +115,7 @@ impl Answer {
 
     /// Takes whatever is ready now, up to `batch` events.
     fn collect(&mut self, sub: &mut Subscription, batch: usize) {
-        while !self.cut && self.events.len() < batch {
+        while !self.cut && self.events.len() < batch && self.bytes < MAX_POLL_BYTES {
             match sub.try_next() {
                 Some(item) => {
                     if !self.push(item) {

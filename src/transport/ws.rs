@@ -47,7 +47,9 @@ use crate::auth::Grant;
 use crate::error::ApiError;
 use crate::event::ws_text_frame;
 use crate::fanout::{Locked, SinkHandle, SinkIo, SinkWriter, write_all};
+use crate::limits::Refill;
 use crate::log::{Item, Subscription};
+use crate::metrics::RateLimited;
 use crate::protocol::{ErrorBody, Ready, Reconnect, Transport, to_json};
 use ops::{Reply, handle};
 
@@ -198,6 +200,8 @@ pub(crate) struct Session {
     parked: bool,
     /// The session has had everything ready: it parks once it has flushed.
     caught_up: bool,
+    /// Client frames it may still send (`SWITCHYARD_WS_OPS_PER_SECOND`).
+    ops: Refill,
 }
 
 /// Whether a step wrote to the socket (the heartbeat is due a period after a write).
@@ -247,6 +251,7 @@ impl Session {
             due: Heartbeat::new(heartbeat),
             parked: false,
             caught_up: true,
+            ops: Refill::full(f64::from(state.config.ws_ops_per_second)),
         })
     }
 
@@ -332,10 +337,34 @@ impl Session {
                     .refuse(CloseCode::Size, "frame_too_large", message)
                     .await);
             }
+            Some(Err(WsError::Protocol(e))) => {
+                // Unmasked or reserved-bit frames, reserved opcodes, fragmented control
+                // frames, bad close payloads...: 1002, with what was wrong.
+                let message = format!("WebSocket protocol error: {e}");
+                return Err(self
+                    .refuse(CloseCode::Protocol, "protocol_error", &message)
+                    .await);
+            }
+            Some(Err(WsError::Utf8(_))) => {
+                let message = "a text frame was not valid UTF-8 (RFC 6455 §8.1)";
+                return Err(self
+                    .refuse(CloseCode::Invalid, "invalid_utf8", message)
+                    .await);
+            }
             Some(Err(_)) => return Err(CloseReason::SocketError),
             Some(Ok(message)) => message,
         };
         let state = self.guard.state().clone();
+        let rate = f64::from(state.config.ws_ops_per_second);
+        if !self.ops.admit(rate, rate) {
+            state.metrics.rate_limit(RateLimited::ws_ops);
+            let message = format!(
+                "more than {rate} client frames a second (SWITCHYARD_WS_OPS_PER_SECOND); reconnect more gently"
+            );
+            return Err(self
+                .refuse(CloseCode::Policy, "rate_limited", &message)
+                .await);
+        }
         let auth = ops::Auth {
             access: &state.access,
             grant: &mut self.grant,
