@@ -62,7 +62,16 @@ pub(crate) async fn publish(
     authorize(&state, client, &headers)?;
     require_json(&headers)?;
     let body = body.map_err(|e| body_error(e, MAX_PUBLISH_BODY))?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+    let events = parse_publish_body(&body)?;
+    let stored = state.publish(events).await?;
+    let ids: Vec<&str> = stored.iter().map(|e| &*e.id).collect();
+    Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+}
+
+/// A publish body: one event or an array of 1 to [`MAX_PUBLISH_BATCH`], each checked,
+/// or the error that says which is wrong and why.
+pub(crate) fn parse_publish_body(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("body is not valid JSON ({e}); expected {{\"topic\",\"type\",\"data\"}} or an array of them"),
@@ -106,9 +115,7 @@ pub(crate) async fn publish(
             .map_err(|e| ApiError::bad_request("invalid_event", format!("{at}{}", e.0)))?;
         events.push(event);
     }
-    let stored = state.publish(events).await?;
-    let ids: Vec<&str> = stored.iter().map(|e| &*e.id).collect();
-    Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+    Ok(events)
 }
 
 /// The client's address of a request (see [`crate::headers::client_ip`]).

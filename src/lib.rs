@@ -42,6 +42,50 @@ pub mod transport;
 
 pub use state::AppState;
 
+/// Entry points for the fuzz targets in `fuzz/` (every parser a client reaches). Not an
+/// API: each takes raw input and must return without panicking, whatever it is.
+#[doc(hidden)]
+pub mod fuzzing {
+    use axum::http::{HeaderMap, HeaderValue, Uri};
+
+    /// A request head as the first bytes of a connection: the strict check (normal and
+    /// reserve connections), then the direct-path parse.
+    pub fn request_head(bytes: &[u8]) {
+        for kind in [
+            crate::limits::SlotKind::Normal,
+            crate::limits::SlotKind::Reserve,
+        ] {
+            let _ = crate::serve::check_head(bytes, kind);
+        }
+        let _ = crate::serve::parse_stream_head(bytes);
+    }
+
+    /// A stream request's query string and `Last-Event-ID` (the one admission path's
+    /// parse), and the cursor, topic list and pattern list parsers on their own.
+    pub fn query(query: &str, last_event_id: &[u8]) {
+        let _ = crate::event::Cursor::parse(query);
+        let _ = crate::event::TopicSet::parse_list(query);
+        let _ = crate::event::Patterns::parse_list(query);
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(last_event_id) {
+            headers.insert("last-event-id", v);
+        }
+        if let Ok(uri) = format!("/v1/sse?{query}").parse::<Uri>() {
+            let _ = crate::transport::admit::parse_query(&uri, &headers);
+        }
+    }
+
+    /// A publish body (`POST /v1/events`).
+    pub fn publish_body(body: &[u8]) {
+        let _ = crate::api::parse_publish_body(body);
+    }
+
+    /// What a WebSocket client sends after the handshake: frames, then operations.
+    pub fn websocket_client(bytes: &[u8]) {
+        let _ = crate::transport::ws::read_client_bytes(bytes);
+    }
+}
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

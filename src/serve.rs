@@ -66,7 +66,7 @@ const MAX_DIRECT_ANSWER: usize = 64 * 1024;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request head parsed on the direct path.
-struct Head {
+pub(crate) struct Head {
     uri: Uri,
     headers: HeaderMap,
     route: Route,
@@ -310,7 +310,7 @@ fn retry_soon(error: ApiError) -> Response {
 /// `Ok(Some(len))` once whole and acceptable, else the error to answer: malformed,
 /// a line ending in a bare LF, no `Host` on HTTP/1.1 or two of them (RFC 9112 §3.2),
 /// too many headers, or (on the reserve) a request the reserve does not serve.
-fn check_head(bytes: &[u8], kind: SlotKind) -> Result<Option<usize>, ApiError> {
+pub(crate) fn check_head(bytes: &[u8], kind: SlotKind) -> Result<Option<usize>, ApiError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(bytes) {
@@ -398,7 +398,7 @@ pub(crate) async fn refuse(mut stream: TcpStream, error: ApiError) {
 /// Parses `bytes` as a complete HTTP/1.1 `GET` head, with no body, of a stream that
 /// owns its connection (an event stream or a WebSocket handshake). `None` for anything
 /// else (hyper serves it).
-fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
+pub(crate) fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(_) = parsed.parse(bytes).ok()? else {

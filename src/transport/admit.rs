@@ -192,7 +192,7 @@ pub(crate) fn refused_reason(e: &AuthError) -> RefusedReason {
 /// than a `cursor` left in the URL, so it wins.
 type Query4 = (TopicSet, Option<Cursor>, Option<String>, Option<String>);
 
-fn parse_query(uri: &Uri, headers: &HeaderMap) -> Result<Query4, ApiError> {
+pub(crate) fn parse_query(uri: &Uri, headers: &HeaderMap) -> Result<Query4, ApiError> {
     let Query(query) = Query::<StreamQuery>::try_from_uri(uri).map_err(|e| {
         ApiError::bad_request("invalid_query", format!("query string: {}", e.body_text()))
     })?;

@@ -108,6 +108,45 @@ struct Op<'a, T: Serialize> {
     body: T,
 }
 
+/// Reads `bytes` as what a client sent after the handshake, with the session's codec
+/// settings, and parses each text message as an operation, until the bytes run out or
+/// the codec refuses them (for the fuzzer). Returns the messages read.
+pub(crate) fn read_client_bytes(bytes: &[u8]) -> usize {
+    use std::io::{Cursor as IoCursor, Read, Write};
+    /// The bytes to read; writes (pongs, closes) go nowhere.
+    struct Input<'a>(IoCursor<&'a [u8]>);
+    impl Read for Input<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl Write for Input<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_CODEC_MESSAGE))
+        .max_frame_size(Some(MAX_CODEC_MESSAGE))
+        .read_buffer_size(READ_BUFFER);
+    let mut socket = tokio_tungstenite::tungstenite::WebSocket::from_raw_socket(
+        Input(IoCursor::new(bytes)),
+        Role::Server,
+        Some(config),
+    );
+    let mut read = 0;
+    while let Ok(message) = socket.read() {
+        read += 1;
+        if let Message::Text(text) = message {
+            let _ = ops::parse_client_op(&text);
+        }
+    }
+    read
+}
+
 /// A server message as a whole frame.
 fn op<T: Serialize>(name: &str, body: T) -> Bytes {
     ws_text_frame(to_json(&Op { op: name, body }).as_bytes())

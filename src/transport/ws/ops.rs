@@ -18,6 +18,12 @@ use crate::protocol::Subscribed;
 /// `{"op":"pong"}` as a whole frame.
 static PONG_FRAME: LazyLock<Bytes> = LazyLock::new(|| ws_text_frame(br#"{"op":"pong"}"#));
 
+/// Whether a client text frame parses as an operation (for the fuzzer: the session's
+/// own parse is the same `serde_json::from_str`).
+pub(super) fn parse_client_op(text: &str) -> bool {
+    serde_json::from_str::<ClientOp>(text).is_ok()
+}
+
 /// Client → server operations.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
