@@ -457,33 +457,24 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
                 .get()
         })
         .sum();
-    let refused: serde_json::Map<String, Value> = RefusedReason::ALL
-        .iter()
-        .map(|&reason| {
-            let n = m
-                .refused
-                .get(&RefusedLabel { reason })
-                .map_or(0, |c| c.get());
-            (reason.name().to_owned(), json!(n))
-        })
-        .collect();
-    let closed: serde_json::Map<String, Value> = ClosedReason::ALL
-        .iter()
-        .map(|&reason| {
-            let n = m.closed.get(&ClosedLabel { reason }).map_or(0, |c| c.get());
-            (reason.name().to_owned(), json!(n))
-        })
-        .collect();
-    let rate_limited: serde_json::Map<String, Value> = RateLimited::ALL
-        .iter()
-        .map(|&limit| {
-            let n = m
-                .rate_limited
-                .get(&crate::metrics::RateLimitedLabel { limit })
-                .map_or(0, |c| c.get());
-            (limit.name().to_owned(), json!(n))
-        })
-        .collect();
+    let refused = counts(RefusedReason::ALL.iter().map(|&reason| {
+        let n = m
+            .refused
+            .get(&RefusedLabel { reason })
+            .map_or(0, |c| c.get());
+        (reason.name(), n)
+    }));
+    let closed = counts(ClosedReason::ALL.iter().map(|&reason| {
+        let n = m.closed.get(&ClosedLabel { reason }).map_or(0, |c| c.get());
+        (reason.name(), n)
+    }));
+    let rate_limited = counts(RateLimited::ALL.iter().map(|&limit| {
+        let label = crate::metrics::RateLimitedLabel { limit };
+        (
+            limit.name(),
+            m.rate_limited.get(&label).map_or(0, |c| c.get()),
+        )
+    }));
     let log = state.log.stats();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -531,6 +522,11 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
         Json(body),
     )
         .into_response()
+}
+
+/// A JSON object of counts by name, for status.
+fn counts<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> serde_json::Map<String, Value> {
+    pairs.map(|(name, n)| (name.to_owned(), json!(n))).collect()
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text.
