@@ -141,7 +141,8 @@ fn authorize(
     if client.is_some_and(|ip| state.key_failures.exhausted(ip)) {
         state.metrics.rate_limit(RateLimited::publish_key);
         return Err(ApiError::RateLimited {
-            message: "too many wrong publish keys from this address (SWITCHYARD_KEY_FAILURES_PER_MINUTE); retry later",
+            code: "rate_limited",
+            message: "too many wrong publish keys from this address (SWITCHYARD_KEY_FAILURES_PER_MINUTE); retry later".into(),
             retry_after: 60_u64.div_ceil(u64::from(state.config.key_failures_per_minute)),
         });
     }
@@ -386,7 +387,8 @@ pub(crate) async fn report(
         state.metrics.reports_dropped.inc();
         state.metrics.rate_limit(RateLimited::reports);
         return Err(ApiError::RateLimited {
-            message: "too many reports from this address (SWITCHYARD_REPORTS_PER_CLIENT); this one was not counted",
+            code: "rate_limited",
+            message: "too many reports from this address (SWITCHYARD_REPORTS_PER_CLIENT); this one was not counted".into(),
             retry_after: 1,
         });
     }
@@ -490,6 +492,9 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
             "sockets": state.budget.open(),
             "reserve": crate::limits::RESERVE_CONNECTIONS,
             "per_client": state.budget.per_client(),
+            "streams_per_client": state.client_streams.max(),
+            "stream_clients": state.client_streams.clients(),
+            "new_per_client_per_s": state.config.new_connections_per_client,
             "configured_max": state.config.max_connections,
             "refused": closed,
         },

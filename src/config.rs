@@ -139,6 +139,17 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT", default_value = "1000", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub max_connections_per_client: u32,
 
+    /// New connections one client address may open per second (in bursts of twice as
+    /// many; 0 = no limit); past it 429 connection_rate. Trusted proxies are not limited.
+    #[arg(long, env = "SWITCHYARD_NEW_CONNECTIONS_PER_CLIENT", default_value = "100", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub new_connections_per_client: u32,
+
+    /// Most open streams (SSE, WebSocket, waiting polls) of one client (0 = no limit);
+    /// past it 429 too_many_streams. The client is the peer, or the address a trusted
+    /// proxy forwards in X-Forwarded-For; a trusted proxy's own requests are not limited.
+    #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_CLIENT", default_value = "500", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub max_streams_per_client: u32,
+
     /// Wrong publish keys one client may try per minute (in bursts of up to 10); past it
     /// 429 with Retry-After, the key not even checked.
     #[arg(long, env = "SWITCHYARD_KEY_FAILURES_PER_MINUTE", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

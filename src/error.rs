@@ -75,11 +75,13 @@ pub enum ApiError {
     /// Too many requests (`429`).
     #[error("{0}")]
     TooManyRequests(&'static str),
-    /// Refused by a per-client rate limit (`429 rate_limited` with `Retry-After`).
+    /// Refused by a per-client limit (`429` with `Retry-After`).
     #[error("{message}")]
     RateLimited {
+        /// Machine-readable code (`rate_limited`, `too_many_streams`, …).
+        code: &'static str,
         /// Which limit, in words.
-        message: &'static str,
+        message: String,
         /// Seconds until the client may try again.
         retry_after: u64,
     },
@@ -132,9 +134,8 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::UpgradeStripped { .. } => (StatusCode::UPGRADE_REQUIRED, "upgrade_stripped"),
-            ApiError::TooManyRequests(_) | ApiError::RateLimited { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
-            }
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Status { status, code, .. } => (*status, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

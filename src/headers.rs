@@ -30,16 +30,27 @@ pub fn client_ip(
     peer: Peer,
     headers: &HeaderMap,
 ) -> Option<std::net::IpAddr> {
+    limited_client(trusted, peer, headers).or(peer.0)
+}
+
+/// The client that per-client limits count a request against: the peer, or the address
+/// a trusted proxy forwards (the last `X-Forwarded-For` entry). `None` for a trusted
+/// proxy's own requests (no forwarded address): it speaks for many clients, or is local
+/// tooling.
+pub fn limited_client(
+    trusted: &TrustedProxies,
+    peer: Peer,
+    headers: &HeaderMap,
+) -> Option<std::net::IpAddr> {
     let ip = peer.0?;
     if !trusted.contains(ip) {
         return Some(ip);
     }
-    let forwarded = headers
+    headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
-        .and_then(|v| v.trim().parse().ok());
-    Some(forwarded.unwrap_or(ip))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The authority of a request: from `Forwarded`, else `X-Forwarded-Host` and

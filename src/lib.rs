@@ -48,8 +48,8 @@ pub use state::AppState;
 pub mod fuzzing {
     use axum::http::{HeaderMap, HeaderValue, Uri};
 
-    /// A request head as the first bytes of a connection: the strict check (normal and
-    /// reserve connections), then the direct-path parse.
+    /// A request head as the first bytes of a connection: the strict check and the
+    /// direct-path parse it includes (normal and reserve connections).
     pub fn request_head(bytes: &[u8]) {
         for kind in [
             crate::limits::SlotKind::Normal,
@@ -57,7 +57,6 @@ pub mod fuzzing {
         ] {
             let _ = crate::serve::check_head(bytes, kind);
         }
-        let _ = crate::serve::parse_stream_head(bytes);
     }
 
     /// A stream request's query string and `Last-Event-ID` (the one admission path's
@@ -248,8 +247,8 @@ pub fn demo_on(config: &Config) -> bool {
     config.demo_on()
 }
 
-/// Refuses a request whose `Host` this server does not answer to (DNS rebinding) with
-/// `421`, before any route sees it.
+/// Refuses a request with no `Host` or two (`400`), or whose `Host` this server does
+/// not answer to (DNS rebinding, `421`), before any route sees it.
 async fn host_guard(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     request: axum::extract::Request,
@@ -261,6 +260,22 @@ async fn host_guard(
         .get::<headers::Peer>()
         .copied()
         .unwrap_or_default();
+    // The first head of a connection was checked strictly before hyper saw it; a later
+    // one on a kept-alive connection is checked here (hyper accepts a bare LF, which
+    // RFC 9112 §2.2 permits a server to, but not a missing or repeated Host).
+    let hosts = request
+        .headers()
+        .get_all(axum::http::header::HOST)
+        .iter()
+        .count();
+    if request.version() == axum::http::Version::HTTP_11 && hosts != 1 {
+        let message = if hosts == 0 {
+            "an HTTP/1.1 request needs a Host header"
+        } else {
+            "the request has more than one Host header"
+        };
+        return error::ApiError::bad_request("bad_request_head", message).into_response();
+    }
     match state.check_host(peer, request.headers()) {
         Ok(_) => next.run(request).await,
         Err(e) => e.into_response(),
@@ -396,8 +411,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Answers a connection the budget refused (`503 connection_limit`, or `429
-/// too_many_connections` for its client's share), counted by reason. At most
+/// Answers a connection the budget refused (`503 connection_limit`; `429
+/// too_many_connections` or `429 connection_rate` for its client's share), counted by
+/// reason. At most
 /// [`limits::REFUSALS_LINGERING`] are answered at once; past that the socket is closed
 /// at once.
 fn refuse_connection(
@@ -422,13 +438,24 @@ fn refuse_connection(
         ),
         ConnRefusal::PerClient => (
             metrics::ClosedReason::per_client,
-            error::ApiError::Status {
-                status: StatusCode::TOO_MANY_REQUESTS,
+            error::ApiError::RateLimited {
                 code: "too_many_connections",
                 message: format!(
                     "this address holds its maximum of {} open connections (SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT); close some, then retry",
                     state.budget.per_client()
                 ),
+                retry_after: 1,
+            },
+        ),
+        ConnRefusal::Rate => (
+            metrics::ClosedReason::connect_rate,
+            error::ApiError::RateLimited {
+                code: "connection_rate",
+                message: format!(
+                    "this address opens connections faster than {} a second (SWITCHYARD_NEW_CONNECTIONS_PER_CLIENT); reuse connections, then retry",
+                    state.config.new_connections_per_client
+                ),
+                retry_after: 1,
             },
         ),
     };

@@ -86,6 +86,8 @@ pub enum ConnRefusal {
     Full,
     /// This client holds its maximum of open connections.
     PerClient,
+    /// This client opened its most new connections for now.
+    Rate,
 }
 
 /// Which part of the budget a connection holds.
@@ -97,19 +99,75 @@ pub enum SlotKind {
     Reserve,
 }
 
+/// How many of something (connections, streams) each client address holds now, at most
+/// `max` each (0 = no limit). An address has an entry only while it holds one, so the
+/// table is bounded by what it counts.
+#[derive(Debug)]
+pub struct ClientCounts {
+    max: u32,
+    counts: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl ClientCounts {
+    /// At most `max` for each address (0 = no limit).
+    pub fn new(max: u32) -> ClientCounts {
+        ClientCounts {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The most one address may hold (0 = unlimited).
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    /// Counts one more for `ip`, unless it holds `max` already.
+    pub fn take(&self, ip: IpAddr) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back one of `ip`'s (taken with [`ClientCounts::take`]).
+    pub fn release(&self, ip: IpAddr) {
+        if self.max == 0 {
+            return;
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+
+    /// Addresses holding something now.
+    pub fn clients(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
 /// Every accepted socket counts here, whatever it is doing (a stream, a poll, an API
 /// request, an idle keep-alive, a request head still arriving): at most `max` at once,
-/// plus [`RESERVE_CONNECTIONS`] for health and publishing, and at most `per_client` from
-/// one address. Addresses of trusted proxies are not limited per client (their clients
-/// share them). The per-client table holds an entry only while that address has a
-/// connection open, so it is bounded by the budget.
+/// plus [`RESERVE_CONNECTIONS`] for health and publishing; from one address at most
+/// `per_client` at once and `rate` new ones a second (in bursts of twice that).
+/// Addresses of trusted proxies are not limited per client (their clients share them).
 #[derive(Debug)]
 pub struct ConnectionBudget {
     max: u32,
-    per_client: u32,
     open: AtomicU32,
     reserve_open: AtomicU32,
-    clients: Mutex<HashMap<IpAddr, u32>>,
+    clients: ClientCounts,
+    rate: Option<ClientBuckets>,
 }
 
 /// One accepted socket's place in the [`ConnectionBudget`]; dropping it gives it back.
@@ -135,7 +193,7 @@ impl Drop for ConnSlot {
             SlotKind::Reserve => self.budget.reserve_open.fetch_sub(1, Ordering::AcqRel),
         };
         if let Some(ip) = self.client {
-            self.budget.release_client(ip);
+            self.budget.clients.release(ip);
         }
     }
 }
@@ -150,15 +208,15 @@ fn bounded_inc(counter: &AtomicU32, max: u32) -> bool {
 }
 
 impl ConnectionBudget {
-    /// A budget of `max` connections, `per_client` from one address (0 = no per-client
-    /// limit).
-    pub fn new(max: u32, per_client: u32) -> ConnectionBudget {
+    /// A budget of `max` connections, `per_client` from one address at once (0 = no
+    /// limit) and `rate` new ones from one address a second (0 = no limit).
+    pub fn new(max: u32, per_client: u32, rate: u32) -> ConnectionBudget {
         ConnectionBudget {
             max,
-            per_client,
             open: AtomicU32::new(0),
             reserve_open: AtomicU32::new(0),
-            clients: Mutex::new(HashMap::new()),
+            clients: ClientCounts::new(per_client),
+            rate: (rate > 0).then(|| ClientBuckets::new(f64::from(rate), 2.0 * f64::from(rate))),
         }
     }
 
@@ -169,7 +227,7 @@ impl ConnectionBudget {
 
     /// The most connections from one address (0 = unlimited).
     pub fn per_client(&self) -> u32 {
-        self.per_client
+        self.clients.max()
     }
 
     /// Connections open now, the reserve's included.
@@ -180,14 +238,14 @@ impl ConnectionBudget {
     /// Takes a place for a socket from `peer` (`limited`: counted per client), or says
     /// why not.
     pub fn take(self: &Arc<Self>, peer: IpAddr, limited: bool) -> Result<ConnSlot, ConnRefusal> {
-        let client = (limited && self.per_client > 0).then_some(peer);
-        if let Some(ip) = client {
-            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-            let n = clients.entry(ip).or_insert(0);
-            if *n >= self.per_client {
-                return Err(ConnRefusal::PerClient);
-            }
-            *n += 1;
+        if limited && self.rate.as_ref().is_some_and(|rate| !rate.admit(peer)) {
+            return Err(ConnRefusal::Rate);
+        }
+        let client = limited.then_some(peer);
+        if let Some(ip) = client
+            && !self.clients.take(ip)
+        {
+            return Err(ConnRefusal::PerClient);
         }
         let kind = if bounded_inc(&self.open, self.max) {
             SlotKind::Normal
@@ -195,7 +253,7 @@ impl ConnectionBudget {
             SlotKind::Reserve
         } else {
             if let Some(ip) = client {
-                self.release_client(ip);
+                self.clients.release(ip);
             }
             return Err(ConnRefusal::Full);
         };
@@ -204,16 +262,6 @@ impl ConnectionBudget {
             client,
             kind,
         })
-    }
-
-    fn release_client(&self, ip: IpAddr) {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = clients.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                clients.remove(&ip);
-            }
-        }
     }
 }
 
@@ -290,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_client_gets_its_share_and_the_reserve_comes_last() {
-        let budget = Arc::new(ConnectionBudget::new(3, 2));
+        let budget = Arc::new(ConnectionBudget::new(3, 2, 0));
         let a1 = budget.take(A, true).expect("a1");
         let _a2 = budget.take(A, true).expect("a2");
         assert_eq!(
@@ -308,15 +356,16 @@ mod tests {
         assert_eq!(again.kind(), SlotKind::Normal);
         drop((again, p, r, _a2));
         assert_eq!(budget.open(), 0);
-        assert!(
-            budget.clients.lock().expect("lock").is_empty(),
+        assert_eq!(
+            budget.clients.clients(),
+            0,
             "entries leave with their last connection"
         );
     }
 
     #[test]
     fn a_full_budget_refuses_without_keeping_a_client_count() {
-        let budget = Arc::new(ConnectionBudget::new(1, 0));
+        let budget = Arc::new(ConnectionBudget::new(1, 0, 0));
         let _held: Vec<_> = (0..=RESERVE_CONNECTIONS)
             .map(|_| budget.take(A, true).expect("budget or reserve"))
             .collect();
@@ -324,7 +373,7 @@ mod tests {
             budget.take(B, true).expect_err("refused"),
             ConnRefusal::Full
         );
-        let limited = Arc::new(ConnectionBudget::new(0, 5));
+        let limited = Arc::new(ConnectionBudget::new(0, 5, 0));
         let _r: Vec<_> = (0..RESERVE_CONNECTIONS)
             .map(|_| limited.take(B, false).expect("reserve"))
             .collect();
@@ -332,7 +381,35 @@ mod tests {
             limited.take(A, true).expect_err("refused"),
             ConnRefusal::Full
         );
-        assert!(limited.clients.lock().expect("lock").is_empty());
+        assert_eq!(limited.clients.clients(), 0);
+    }
+
+    #[test]
+    fn a_client_opening_connections_too_fast_is_refused_and_others_are_not() {
+        // 1 a second, a burst of 2: the third at once is refused.
+        let budget = Arc::new(ConnectionBudget::new(100, 0, 1));
+        let held: Vec<_> = (0..2)
+            .map(|_| budget.take(A, true).expect("burst"))
+            .collect();
+        assert_eq!(
+            budget.take(A, true).expect_err("too fast"),
+            ConnRefusal::Rate
+        );
+        assert!(
+            budget.take(A, false).is_ok(),
+            "a trusted proxy is not limited"
+        );
+        assert!(
+            budget.take(B, true).is_ok(),
+            "another client is not affected"
+        );
+        drop(held);
+        assert_eq!(
+            budget
+                .take(A, true)
+                .expect_err("closing does not give the rate back"),
+            ConnRefusal::Rate
+        );
     }
 
     #[test]

@@ -27,57 +27,54 @@ pub struct TransportLabel {
 /// Label: why a stream request was refused before it opened.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabel {
-    /// `disabled`, `capacity`, `origin`, or a token refusal (`token_required`, …).
+    /// `disabled`, `per_client`, `origin`, `host`, or a token refusal (`token_required`, …).
     pub reason: RefusedReason,
 }
 
-/// Why a stream request was refused.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum RefusedReason {
-    /// The transport is switched off.
-    disabled,
-    /// `SWITCHYARD_MAX_CONNECTIONS` reached.
-    capacity,
-    /// `Origin` not allowed.
-    origin,
-    /// `Host` not allowed (`SWITCHYARD_ALLOWED_HOSTS`).
-    host,
-    /// A private topic without a token.
-    token_required,
-    /// A token (or ticket) that cannot be used.
-    token_invalid,
-    /// An expired token.
-    token_expired,
-    /// A topic the token does not allow.
-    topic_forbidden,
+/// Declares a label-value enum with `ALL` (every value, for status and for the counters'
+/// zeroes) and `name()` (the value as in the metrics label), so the three never disagree.
+macro_rules! label_values {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+        #[allow(non_camel_case_types)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, for status and for the counters' zeroes.
+            pub const ALL: [$name; [$(stringify!($variant)),+].len()] = [$($name::$variant),+];
+
+            /// The value's name, as in the metrics label.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => stringify!($variant),)+
+                }
+            }
+        }
+    };
 }
 
-impl RefusedReason {
-    /// Every reason, for status.
-    pub const ALL: [RefusedReason; 8] = [
-        RefusedReason::disabled,
-        RefusedReason::capacity,
-        RefusedReason::origin,
-        RefusedReason::host,
-        RefusedReason::token_required,
-        RefusedReason::token_invalid,
-        RefusedReason::token_expired,
-        RefusedReason::topic_forbidden,
-    ];
-
-    /// The reason's name, as in the metrics label.
-    pub fn name(self) -> &'static str {
-        match self {
-            RefusedReason::disabled => "disabled",
-            RefusedReason::capacity => "capacity",
-            RefusedReason::origin => "origin",
-            RefusedReason::host => "host",
-            RefusedReason::token_required => "token_required",
-            RefusedReason::token_invalid => "token_invalid",
-            RefusedReason::token_expired => "token_expired",
-            RefusedReason::topic_forbidden => "topic_forbidden",
-        }
+label_values! {
+    /// Why a stream request was refused.
+    pub enum RefusedReason {
+        /// The transport is switched off.
+        disabled,
+        /// Its client holds `SWITCHYARD_MAX_STREAMS_PER_CLIENT` streams (`429`).
+        per_client,
+        /// `Origin` not allowed.
+        origin,
+        /// `Host` not allowed (`SWITCHYARD_ALLOWED_HOSTS`).
+        host,
+        /// A private topic without a token.
+        token_required,
+        /// A token (or ticket) that cannot be used.
+        token_invalid,
+        /// An expired token.
+        token_expired,
+        /// A topic the token does not allow.
+        topic_forbidden,
     }
 }
 
@@ -88,37 +85,19 @@ pub struct ClosedLabel {
     pub reason: ClosedReason,
 }
 
-/// Why a connection was refused or closed before its first request was served.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum ClosedReason {
-    /// The connection budget and its reserve are in use (`503 connection_limit`).
-    connection_limit,
-    /// Its client holds `SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT` (`429`).
-    per_client,
-    /// Its first request head did not arrive within `SWITCHYARD_HEAD_TIMEOUT`.
-    head_timeout,
-    /// A malformed, oversized or non-strict head (`400`, `431`).
-    bad_head,
-}
-
-impl ClosedReason {
-    /// Every reason, for status and for the counters' zeroes.
-    pub const ALL: [ClosedReason; 4] = [
-        ClosedReason::connection_limit,
-        ClosedReason::per_client,
-        ClosedReason::head_timeout,
-        ClosedReason::bad_head,
-    ];
-
-    /// The reason's name, as in the metrics label.
-    pub fn name(self) -> &'static str {
-        match self {
-            ClosedReason::connection_limit => "connection_limit",
-            ClosedReason::per_client => "per_client",
-            ClosedReason::head_timeout => "head_timeout",
-            ClosedReason::bad_head => "bad_head",
-        }
+label_values! {
+    /// Why a connection was refused or closed before its first request was served.
+    pub enum ClosedReason {
+        /// The connection budget and its reserve are in use (`503 connection_limit`).
+        connection_limit,
+        /// Its client holds `SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT` (`429`).
+        per_client,
+        /// Its client opened `SWITCHYARD_NEW_CONNECTIONS_PER_CLIENT` this second (`429`).
+        connect_rate,
+        /// Its first request head did not arrive within `SWITCHYARD_HEAD_TIMEOUT`.
+        head_timeout,
+        /// A malformed, oversized or non-strict head (`400`, `431`).
+        bad_head,
     }
 }
 
@@ -129,33 +108,15 @@ pub struct RateLimitedLabel {
     pub limit: RateLimited,
 }
 
-/// Which per-client rate limit refused a request (`429`).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum RateLimited {
-    /// `SWITCHYARD_KEY_FAILURES_PER_MINUTE`.
-    publish_key,
-    /// `SWITCHYARD_REPORTS_PER_CLIENT`.
-    reports,
-    /// `SWITCHYARD_WS_OPS_PER_SECOND` (the WebSocket is closed 1008).
-    ws_ops,
-}
-
-impl RateLimited {
-    /// Every limit, for status and for the counters' zeroes.
-    pub const ALL: [RateLimited; 3] = [
-        RateLimited::publish_key,
-        RateLimited::reports,
-        RateLimited::ws_ops,
-    ];
-
-    /// The limit's name, as in the metrics label.
-    pub fn name(self) -> &'static str {
-        match self {
-            RateLimited::publish_key => "publish_key",
-            RateLimited::reports => "reports",
-            RateLimited::ws_ops => "ws_ops",
-        }
+label_values! {
+    /// Which per-client rate limit refused a request (`429`).
+    pub enum RateLimited {
+        /// `SWITCHYARD_KEY_FAILURES_PER_MINUTE`.
+        publish_key,
+        /// `SWITCHYARD_REPORTS_PER_CLIENT`.
+        reports,
+        /// `SWITCHYARD_WS_OPS_PER_SECOND` (the WebSocket is closed 1008).
+        ws_ops,
     }
 }
 
@@ -233,6 +194,10 @@ impl Metrics {
             "Events written to subscribers",
             m.delivered.clone(),
         );
+        for reason in RefusedReason::ALL {
+            // Every label set exists from the start, at zero.
+            let _ = m.refused.get_or_create(&RefusedLabel { reason });
+        }
         registry.register(
             "refused_streams",
             "Stream requests refused before opening",

@@ -66,6 +66,7 @@ const MAX_DIRECT_ANSWER: usize = 64 * 1024;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request head parsed on the direct path.
+#[derive(Debug)]
 pub(crate) struct Head {
     uri: Uri,
     headers: HeaderMap,
@@ -271,15 +272,11 @@ async fn first_request(stream: &mut TcpStream, state: &AppState, kind: SlotKind)
                 );
             }
             Err(e) => break e,
-            Ok(Some(len)) => {
+            Ok(Some(Checked { stream: Some(head) })) => return First::Stream(Box::new(head)),
+            Ok(Some(Checked { stream: None })) => {
                 let bytes = buf.freeze();
                 if bytes.starts_with(b"POST ") {
                     return First::Post(bytes);
-                }
-                if bytes.len() == len
-                    && let Some(head) = parse_stream_head(&bytes)
-                {
-                    return First::Stream(Box::new(head));
                 }
                 return First::Other(bytes);
             }
@@ -306,11 +303,20 @@ fn retry_soon(error: ApiError) -> Response {
     response
 }
 
+/// A whole, acceptable first request head.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The head, when the request is a stream that owns its connection and nothing
+    /// follows its head (see [`stream_head`]); else hyper serves it.
+    pub(crate) stream: Option<Head>,
+}
+
 /// Checks the bytes of a request head read so far: `Ok(None)` while it is incomplete,
-/// `Ok(Some(len))` once whole and acceptable, else the error to answer: malformed,
+/// `Ok(Some(_))` once whole and acceptable, else the error to answer: malformed,
 /// a line ending in a bare LF, no `Host` on HTTP/1.1 or two of them (RFC 9112 §3.2),
-/// too many headers, or (on the reserve) a request the reserve does not serve.
-pub(crate) fn check_head(bytes: &[u8], kind: SlotKind) -> Result<Option<usize>, ApiError> {
+/// too many headers, or (on the reserve) a request the reserve does not serve. The one
+/// parse also gives the stream head of the direct path.
+pub(crate) fn check_head(bytes: &[u8], kind: SlotKind) -> Result<Option<Checked>, ApiError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(bytes) {
@@ -367,7 +373,12 @@ pub(crate) fn check_head(bytes: &[u8], kind: SlotKind) -> Result<Option<usize>, 
             enabled: Vec::new(),
         });
     }
-    Ok(Some(len))
+    let stream = if len == bytes.len() {
+        stream_head(&parsed)
+    } else {
+        None
+    };
+    Ok(Some(Checked { stream }))
 }
 
 /// Whether a request is one the connection reserve serves: health, status, metrics and
@@ -395,15 +406,21 @@ pub(crate) async fn refuse(mut stream: TcpStream, error: ApiError) {
     .await;
 }
 
-/// Parses `bytes` as a complete HTTP/1.1 `GET` head, with no body, of a stream that
-/// owns its connection (an event stream or a WebSocket handshake). `None` for anything
-/// else (hyper serves it).
-pub(crate) fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
+/// Parses `bytes` as a complete request head, then [`stream_head`].
+#[cfg(test)]
+fn parse_stream_head(bytes: &[u8]) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(_) = parsed.parse(bytes).ok()? else {
         return None;
     };
+    stream_head(&parsed)
+}
+
+/// The head of a parsed request when it is a `GET`, with no body, of a stream that
+/// owns its connection (an event stream or a WebSocket handshake). `None` for anything
+/// else (hyper serves it).
+fn stream_head(parsed: &httparse::Request<'_, '_>) -> Option<Head> {
     if parsed.method != Some("GET") || parsed.version != Some(1) {
         return None;
     }
@@ -610,18 +627,35 @@ mod tests {
         }
     }
 
-    fn check(head: &str) -> Result<Option<usize>, String> {
-        check_head(head.as_bytes(), SlotKind::Normal).map_err(|e| e.to_string())
+    /// `Ok(Some(direct))`: whole and acceptable, a stream of the direct path or not.
+    fn check(head: &str) -> Result<Option<bool>, String> {
+        check_head(head.as_bytes(), SlotKind::Normal)
+            .map(|checked| checked.map(|c| c.stream.is_some()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_check_gives_the_direct_path_head_only_when_nothing_follows_it() {
+        let sse = "GET /v1/sse?topics=a HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(check(sse), Ok(Some(true)));
+        let pipelined = format!("{sse}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(
+            check(&pipelined),
+            Ok(Some(false)),
+            "hyper serves pipelining"
+        );
+        let poll = "GET /v1/poll?topics=a HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(check(poll), Ok(Some(false)), "a poll is served by hyper");
     }
 
     #[test]
     fn heads_are_checked_strictly() {
         let ok = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert_eq!(check(ok), Ok(Some(ok.len())));
+        assert_eq!(check(ok), Ok(Some(false)));
         assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
         assert_eq!(
             check("GET / HTTP/1.0\r\n\r\n"),
-            Ok(Some(18)),
+            Ok(Some(false)),
             "HTTP/1.0 needs no Host"
         );
         let bare_lf = check("GET / HTTP/1.1\nHost: a\n\n").expect_err("refused");

@@ -14,8 +14,8 @@ use crate::event::{Event, NewEvent};
 use crate::fanout::{self, Output};
 use crate::headers::{Authority, Peer, authority};
 use crate::limits::{
-    ClientBuckets, ConnectionBudget, FD_RESERVE, KEY_FAILURE_BURST, REPORTS_PER_SECOND,
-    TokenBucket, clamp_to_open_files,
+    ClientBuckets, ClientCounts, ConnectionBudget, FD_RESERVE, KEY_FAILURE_BURST,
+    REPORTS_PER_SECOND, TokenBucket, clamp_to_open_files,
 };
 use crate::log::file::{FileConfig, FileLog};
 use crate::log::memory::{MemoryConfig, MemoryLog};
@@ -48,8 +48,10 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// When the server started.
     pub started: Instant,
-    /// Open streams now, checked against `max_connections`.
+    /// Open streams now (every stream also holds a connection of [`AppState::budget`]).
     pub open_streams: AtomicU32,
+    /// Open streams per client (`SWITCHYARD_MAX_STREAMS_PER_CLIENT`).
+    pub client_streams: ClientCounts,
     /// Writes live events straight to the sockets of caught-up SSE and WebSocket streams.
     pub fanout: Arc<fanout::Fanout>,
     /// Per transport (by [`Transport::index`]): what its parked sockets get, if any.
@@ -179,12 +181,14 @@ impl AppState {
         let budget = Arc::new(ConnectionBudget::new(
             max,
             config.max_connections_per_client,
+            config.new_connections_per_client,
         ));
         let key_failures = ClientBuckets::new(
             f64::from(config.key_failures_per_minute) / 60.0,
             f64::from(config.key_failures_per_minute.min(KEY_FAILURE_BURST)),
         );
         let per_client = f64::from(config.reports_per_client);
+        let client_streams = ClientCounts::new(config.max_streams_per_client);
         Ok(Arc::new(AppState {
             key_failures,
             client_reports: ClientBuckets::new(per_client, per_client),
@@ -204,6 +208,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             started: Instant::now(),
             open_streams: AtomicU32::new(0),
+            client_streams,
             reports: TokenBucket::new(REPORTS_PER_SECOND),
         }))
     }

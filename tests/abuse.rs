@@ -53,6 +53,17 @@ fn body_json(answer: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body ({e}): {answer}"))
 }
 
+/// Checks an error body: its `code`, and a message that names the variable to change.
+fn assert_refusal(v: &Value, code: &str, variable: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(variable)),
+        "the message names {variable}: {v}"
+    );
+}
+
 /// Publishes one event on `topic` and checks that the witness `sse` gets exactly it.
 async fn witness_gets_the_next_event(app: &TestApp, sse: &mut Sse, topic: &str) {
     let sent = app
@@ -231,12 +242,10 @@ async fn one_client_is_held_to_its_share_of_connections() {
         "{answer}"
     );
     let v = body_json(&answer);
-    assert_eq!(v["error"]["code"], "too_many_connections", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT")),
-        "{v}"
+    assert_refusal(
+        &v,
+        "too_many_connections",
+        "SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT",
     );
     // One closed: the next is served.
     drop(held.pop());
@@ -632,13 +641,7 @@ async fn wrong_publish_keys_are_limited_per_client_then_429() {
         assert_eq!(resp.status(), 429, "{bearer}");
         assert_eq!(resp.headers()["retry-after"], "60");
         let v: Value = resp.json().await.expect("json");
-        assert_eq!(v["error"]["code"], "rate_limited");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("SWITCHYARD_KEY_FAILURES_PER_MINUTE")),
-            "{v}"
-        );
+        assert_refusal(&v, "rate_limited", "SWITCHYARD_KEY_FAILURES_PER_MINUTE");
     }
     // Another client is not affected, and nothing was stored by the attempts.
     let other = client_from("127.0.0.2");
@@ -754,4 +757,225 @@ async fn a_long_poll_answer_is_bounded_in_bytes_and_the_next_goes_on() {
     let got: Vec<Value> = second["events"].as_array().expect("events").clone();
     assert_eq!(ids(&got), sent[2..], "the next poll goes on from there");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn one_client_is_held_to_its_share_of_streams_and_others_are_not() {
+    // Loopback is a trusted proxy by default: each request's client is its
+    // `X-Forwarded-For`, as behind nginx.
+    let app = spawn_app(|c| c.max_streams_per_client = 2).await;
+    let mut sse = witness(&app, "w").await;
+    let open_as = |client: &'static str| {
+        app.client
+            .get(app.url("/v1/sse?topics=a"))
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let resp = open_as("203.0.113.5").await.expect("stream");
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    let resp = open_as("203.0.113.5").await.expect("third stream");
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let v: Value = resp.json().await.expect("json");
+    assert_refusal(&v, "too_many_streams", "SWITCHYARD_MAX_STREAMS_PER_CLIENT");
+    // A long poll is a stream too.
+    let poll = app
+        .client
+        .get(app.url("/v1/poll?topics=a"))
+        .header("x-forwarded-for", "203.0.113.5")
+        .send()
+        .await
+        .expect("poll");
+    assert_eq!(poll.status(), 429);
+    // Another client, and the proxy's own requests, are not affected.
+    let other = open_as("203.0.113.6").await.expect("other client");
+    assert_eq!(other.status(), 200);
+    let status = app.status().await;
+    assert_eq!(status["counters"]["refused"]["per_client"], 2, "{status}");
+    assert_eq!(status["connections"]["stream_clients"], 2, "{status}");
+    witness_gets_the_next_event(&app, &mut sse, "w").await;
+    // One closed: the client may open another.
+    drop(held.pop());
+    wait_until(WAIT, "a stream to be given back to its client", || async {
+        let resp = open_as("203.0.113.5").await.expect("stream");
+        (resp.status() == 200).then_some(resp)
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_opening_connections_too_fast_is_refused_and_others_are_not() {
+    // One new connection a second, in bursts of two.
+    let app = spawn_untrusting(|c| c.new_connections_per_client = 1).await;
+    let addr = app.addr.to_string();
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let answer = exchange(
+            &addr,
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        answers.push(answer);
+    }
+    let refused: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 429"))
+        .collect();
+    assert!(
+        refused.len() >= 10 - 2 - 1,
+        "ten connections within seconds, at most three admitted: {answers:?}"
+    );
+    let answer = refused[0];
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    let v = body_json(answer);
+    assert_refusal(
+        &v,
+        "connection_rate",
+        "SWITCHYARD_NEW_CONNECTIONS_PER_CLIENT",
+    );
+    let other = client_from("127.0.0.2");
+    let status: Value = other
+        .get(app.url("/v1/status"))
+        .send()
+        .await
+        .expect("status from another client")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        status["connections"]["refused"]["connect_rate"].as_u64(),
+        Some(refused.len() as u64),
+        "{status}"
+    );
+    app.stop().await;
+}
+
+/// Reads one HTTP answer with a `content-length` body from a kept-alive connection.
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    within(WAIT, "one answer on a kept-alive connection", async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .expect("a content-length");
+                if body.len() >= len {
+                    return;
+                }
+            }
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before a whole answer: {text}");
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_kept_alive_request_needs_exactly_one_host_too() {
+    let app = spawn_app(|_| {}).await;
+    let mut s = connect(&app.addr.to_string()).await;
+    for (head, status, what) in [
+        (
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "200",
+            "",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n",
+            "400",
+            "more than one Host",
+        ),
+        ("GET /healthz HTTP/1.1\r\n\r\n", "400", "needs a Host"),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "200",
+            "",
+        ),
+    ] {
+        s.write_all(head.as_bytes()).await.expect("write");
+        let answer = read_answer(&mut s).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{head:?}: {answer}"
+        );
+        if status == "400" {
+            let v = body_json(&answer);
+            assert_eq!(v["error"]["code"], "bad_request_head", "{v}");
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(what), "{head:?}: {message}");
+        }
+    }
+    app.stop().await;
+}
+
+/// The resident set of process `pid`, in bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+#[tokio::test]
+async fn the_in_memory_log_keeps_to_its_byte_budget_with_large_events() {
+    let server = spawn_binary(&[("SWITCHYARD_RETAIN_BYTES", "4MiB")]).await;
+    let base = server.base();
+    let pid = server.child.id().expect("pid");
+    let client = reqwest::Client::new();
+    let big = "x".repeat(512 * 1024);
+    let publish = |n: u64| {
+        client
+            .post(format!("{base}/v1/events"))
+            .json(&json!({"topic": "big", "type": "t", "data": {"n": n, "pad": big}}))
+            .send()
+    };
+    let before = rss_of(pid);
+    let events = 100;
+    for n in 0..events {
+        let resp = publish(n).await.expect("publish");
+        assert_eq!(resp.status(), 201, "event {n}");
+    }
+    let status = status_at(&client, &base).await;
+    let log = &status["log"];
+    let retained = log["retained"].as_u64().expect("retained");
+    let bytes = log["retained_bytes"].as_u64().expect("retained_bytes");
+    assert!(bytes <= 4 << 20, "{log}");
+    // An event counts in every encoding kept of it (~1.5 MiB each here).
+    assert!(
+        (1..=8).contains(&retained),
+        "4 MiB holds a few events of 512 KiB, at most 8: {log}"
+    );
+    // The oldest were dropped, the newest kept, none between.
+    let oldest = seq(log["oldest"].as_str().expect("oldest"));
+    let head = seq(status["cursor"].as_str().expect("cursor"));
+    assert_eq!(head - oldest + 1, retained, "{status}");
+    assert!(oldest > 1, "{status}");
+    // 50 MiB published; unbounded it would hold ~150 MB (~3 bytes of RSS per body byte).
+    let grown = rss_of(pid).saturating_sub(before);
+    eprintln!("RSS grew {grown} bytes for 100 events of 512 KiB");
+    assert!(
+        grown < 48 << 20,
+        "RSS grew {grown} bytes for a 4 MiB budget (before {before})"
+    );
+    server.terminate();
 }

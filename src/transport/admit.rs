@@ -5,8 +5,9 @@
 //! In order: a stripped WebSocket upgrade, which transport the request asks for, the
 //! operator's switch for it, the query (topics, cursor), the `Origin`, the token (a
 //! ticket, a bearer token or the cookie) against every topic, the WebSocket handshake
-//! headers, and last the connection cap (so a refused request never holds a slot).
+//! headers, and last the client's share of streams (so a refused request never holds one).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -21,7 +22,7 @@ use crate::auth::{AuthError, Grant};
 use crate::config::AllowedOrigins;
 use crate::error::ApiError;
 use crate::event::{Cursor, TopicSet};
-use crate::headers::{Authority, Peer, same_origin};
+use crate::headers::{Authority, Peer, limited_client, same_origin};
 use crate::metrics::{RefusedReason, TransportLabel};
 use crate::protocol::{STREAM_PATH, Transport};
 use crate::state::AppState;
@@ -134,7 +135,8 @@ pub async fn admit(
         Transport::WebSocket => Some(websocket_handshake(headers)?.clone()),
         _ => None,
     };
-    let guard = ConnGuard::acquire(state, transport)?;
+    let client = limited_client(&state.config.trusted_proxies, peer, headers);
+    let guard = ConnGuard::acquire(state, transport, client)?;
     Ok(Admitted {
         transport,
         topics,
@@ -355,34 +357,40 @@ pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Counts one open stream; dropping it closes the count. At most
-/// `SWITCHYARD_MAX_CONNECTIONS` exist at once.
+/// Counts one open stream, and its client's share; dropping it closes the count. A
+/// client holds at most `SWITCHYARD_MAX_STREAMS_PER_CLIENT` at once. (The server-wide
+/// cap is the connection budget's: every stream holds a connection.)
 pub struct ConnGuard {
     state: Arc<AppState>,
     open: Gauge,
+    /// The client counted in [`AppState::client_streams`], if any.
+    client: Option<IpAddr>,
     /// Delivered-events counter of this stream's transport, fetched once.
     pub(crate) delivered: Counter,
 }
 
 impl ConnGuard {
-    fn acquire(state: &Arc<AppState>, transport: Transport) -> Result<ConnGuard, ApiError> {
-        let max = state.budget.max();
-        let admitted = state
-            .open_streams
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if !admitted {
-            state.metrics.refuse(RefusedReason::capacity);
-            return Err(ApiError::Unavailable {
-                code: "at_capacity",
+    fn acquire(
+        state: &Arc<AppState>,
+        transport: Transport,
+        client: Option<IpAddr>,
+    ) -> Result<ConnGuard, ApiError> {
+        if let Some(ip) = client
+            && !state.client_streams.take(ip)
+        {
+            state.metrics.refuse(RefusedReason::per_client);
+            return Err(ApiError::RateLimited {
+                code: "too_many_streams",
                 message: format!(
-                    "the server holds its maximum of {max} open streams (SWITCHYARD_MAX_CONNECTIONS); retry later"
+                    "this client holds its maximum of {} open streams \
+                     (SWITCHYARD_MAX_STREAMS_PER_CLIENT); close some (one connection per \
+                     browser is enough: SPEC §11), then retry",
+                    state.client_streams.max()
                 ),
-                enabled: enabled_names(state),
+                retry_after: 1,
             });
         }
+        state.open_streams.fetch_add(1, Ordering::AcqRel);
         let label = TransportLabel { transport };
         let open = state.metrics.open.get_or_create(&label).clone();
         open.inc();
@@ -391,6 +399,7 @@ impl ConnGuard {
         Ok(ConnGuard {
             state: state.clone(),
             open,
+            client,
             delivered,
         })
     }
@@ -405,5 +414,8 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.open.dec();
         self.state.open_streams.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.client {
+            self.state.client_streams.release(ip);
+        }
     }
 }

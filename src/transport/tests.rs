@@ -31,17 +31,25 @@ fn try_admit(
     path_and_query: &str,
     pairs: &[(&'static str, &str)],
 ) -> Result<Admitted, ApiError> {
+    try_admit_from(
+        state,
+        crate::headers::Peer::default(),
+        path_and_query,
+        pairs,
+    )
+}
+
+fn try_admit_from(
+    state: &Arc<AppState>,
+    peer: crate::headers::Peer,
+    path_and_query: &str,
+    pairs: &[(&'static str, &str)],
+) -> Result<Admitted, ApiError> {
     let uri: Uri = path_and_query.parse().expect("uri");
     let route = Route::from_path(uri.path()).expect("a stream route");
     // In memory, admission never waits: run it to completion here.
-    futures_util::FutureExt::now_or_never(admit(
-        state,
-        route,
-        crate::headers::Peer::default(),
-        &uri,
-        &headers(pairs),
-    ))
-    .expect("admission in memory does not wait")
+    futures_util::FutureExt::now_or_never(admit(state, route, peer, &uri, &headers(pairs)))
+        .expect("admission in memory does not wait")
 }
 
 /// The code of the error `admit` gives, or the transport it admitted.
@@ -50,7 +58,21 @@ fn outcome(
     path_and_query: &str,
     pairs: &[(&'static str, &str)],
 ) -> Result<Transport, String> {
-    try_admit(state, path_and_query, pairs)
+    outcome_from(
+        state,
+        crate::headers::Peer::default(),
+        path_and_query,
+        pairs,
+    )
+}
+
+fn outcome_from(
+    state: &Arc<AppState>,
+    peer: crate::headers::Peer,
+    path_and_query: &str,
+    pairs: &[(&'static str, &str)],
+) -> Result<Transport, String> {
+    try_admit_from(state, peer, path_and_query, pairs)
         .map(|a| a.transport)
         .map_err(|e| {
             let response = e.into_response();
@@ -208,20 +230,27 @@ async fn switches_origins_and_the_cap() {
         Err("403 origin_not_allowed".into())
     );
 
-    let capped = state(|c| c.max_connections = 1);
-    let held = try_admit(&capped, "/v1/sse?topics=a", &[]).expect("first");
+    let capped = state(|c| c.max_streams_per_client = 1);
+    let client = crate::headers::Peer(Some([192, 0, 2, 7].into()));
+    let other = crate::headers::Peer(Some([192, 0, 2, 8].into()));
+    let held = try_admit_from(&capped, client, "/v1/sse?topics=a", &[]).expect("first");
     assert_eq!(
-        outcome(&capped, "/v1/poll?topics=a", &[]),
-        Err("503 at_capacity".into())
+        outcome_from(&capped, client, "/v1/poll?topics=a", &[]),
+        Err("429 too_many_streams".into())
+    );
+    // Another client is not affected.
+    assert_eq!(
+        outcome_from(&capped, other, "/v1/poll?topics=a", &[]),
+        Ok(Transport::LongPoll)
     );
     // A refusal for bad input does not count against the cap either.
     assert_eq!(
-        outcome(&capped, "/v1/poll", &[]),
+        outcome_from(&capped, client, "/v1/poll", &[]),
         Err("400 missing_topics".into())
     );
     drop(held);
     assert_eq!(
-        outcome(&capped, "/v1/poll?topics=a", &[]),
+        outcome_from(&capped, client, "/v1/poll?topics=a", &[]),
         Ok(Transport::LongPoll)
     );
 }
