@@ -42,12 +42,12 @@ run ws ws 6500 127.0.0.31
 run sse sse 6500 127.0.0.32
 run longpoll longpoll 2000 127.0.0.33
 
-printf 's\trss_mib\topen_streams\n' >"$OUT/rss.tsv"
+printf 's\trss_mib\topen_streams\tretained_bytes\n' >"$OUT/rss.tsv"
 t0=$(date +%s)
 while kill -0 "${GEN[0]}" 2>/dev/null || kill -0 "${GEN[1]}" 2>/dev/null || kill -0 "${GEN[2]}" 2>/dev/null; do
     rss=$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$SERVER/status")
-    open=$(curl -fs "http://127.0.0.1:$PORT/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["connections"]["open"])' 2>/dev/null || echo "?")
-    printf '%s\t%s\t%s\n' $(($(date +%s) - t0)) "$rss" "$open" | tee -a "$OUT/rss.tsv"
+    read -r open retained < <(curl -fs "http://127.0.0.1:$PORT/v1/status" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["connections"]["open"], s["log"]["retained_bytes"])' 2>/dev/null || echo "? ?")
+    printf '%s\t%s\t%s\t%s\n' $(($(date +%s) - t0)) "$rss" "$open" "$retained" | tee -a "$OUT/rss.tsv"
     sleep 10
 done
 for p in "${GEN[@]}"; do wait "$p" || echo "generator $p exited with $?"; done
