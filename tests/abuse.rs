@@ -925,22 +925,10 @@ async fn a_kept_alive_request_needs_exactly_one_host_too() {
     app.stop().await;
 }
 
-/// The resident set of process `pid`, in bytes.
-fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
 #[tokio::test]
 async fn the_in_memory_log_keeps_to_its_byte_budget_with_large_events() {
     let server = spawn_binary(&[("SWITCHYARD_RETAIN_BYTES", "4MiB")]).await;
     let base = server.base();
-    let pid = server.child.id().expect("pid");
     let client = reqwest::Client::new();
     let big = "x".repeat(512 * 1024);
     let publish = |n: u64| {
@@ -949,7 +937,7 @@ async fn the_in_memory_log_keeps_to_its_byte_budget_with_large_events() {
             .json(&json!({"topic": "big", "type": "t", "data": {"n": n, "pad": big}}))
             .send()
     };
-    let before = rss_of(pid);
+    let before = server.rss_kib() * 1024;
     let events = 100;
     for n in 0..events {
         let resp = publish(n).await.expect("publish");
@@ -971,7 +959,7 @@ async fn the_in_memory_log_keeps_to_its_byte_budget_with_large_events() {
     assert_eq!(head - oldest + 1, retained, "{status}");
     assert!(oldest > 1, "{status}");
     // 50 MiB published; unbounded it would hold ~150 MB (~3 bytes of RSS per body byte).
-    let grown = rss_of(pid).saturating_sub(before);
+    let grown = (server.rss_kib() * 1024).saturating_sub(before);
     eprintln!("RSS grew {grown} bytes for 100 events of 512 KiB");
     assert!(
         grown < 48 << 20,

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["headers", "auth"],
     &["state"],
     &["transport"],
-    &["api", "demo"],
+    &["api", "demo", "assets"],
     &["serve"],
     &["lib", "main"],
 ];

@@ -128,7 +128,7 @@ async fn help_lists_every_variable_with_its_default() {
         ("SWITCHYARD_PUBLISH_KEY", ""),
         ("SWITCHYARD_ALLOWED_ORIGINS", "same"),
         ("SWITCHYARD_MAX_CONNECTIONS", "100000"),
-        ("SWITCHYARD_STATIC_DIR", "static"),
+        ("SWITCHYARD_STATIC_DIR", ""),
         ("SWITCHYARD_SSE_PADDING", "2048"),
         ("SWITCHYARD_POLL_BATCH", "1000"),
         ("SWITCHYARD_DEMO", ""),
@@ -139,6 +139,8 @@ async fn help_lists_every_variable_with_its_default() {
         ("SWITCHYARD_KEY_FAILURES_PER_MINUTE", "30"),
         ("SWITCHYARD_REPORTS_PER_CLIENT", "5"),
         ("SWITCHYARD_WS_OPS_PER_SECOND", "50"),
+        ("SWITCHYARD_NEW_CONNECTIONS_PER_CLIENT", "100"),
+        ("SWITCHYARD_MAX_STREAMS_PER_CLIENT", "500"),
     ] {
         assert!(
             stdout.contains(&format!("[env: {var}")),

@@ -383,17 +383,26 @@ pub async fn spawn_binary(env: &[(&str, &str)]) -> Server {
 
 /// Like [`spawn_binary`], in working directory `dir`.
 pub async fn spawn_binary_in(env: &[(&str, &str)], dir: Option<&str>) -> Server {
-    spawn_binary_with(env, dir, None).await
+    spawn_binary_with(env!("CARGO_BIN_EXE_switchyard"), env, dir, None).await
+}
+
+/// Like [`spawn_binary_in`], with the binary at `bin` (a copy of it, say).
+pub async fn spawn_program_in(bin: &str, env: &[(&str, &str)], dir: &str) -> Server {
+    spawn_binary_with(bin, env, Some(dir), None).await
 }
 
 /// Like [`spawn_binary`], with its open-file limit (soft and hard) set to `nofile`, as
 /// `ulimit -n` would.
 pub async fn spawn_binary_nofile(env: &[(&str, &str)], nofile: u64) -> Server {
-    spawn_binary_with(env, None, Some(nofile)).await
+    spawn_binary_with(env!("CARGO_BIN_EXE_switchyard"), env, None, Some(nofile)).await
 }
 
-async fn spawn_binary_with(env: &[(&str, &str)], dir: Option<&str>, nofile: Option<u64>) -> Server {
-    let bin = env!("CARGO_BIN_EXE_switchyard");
+async fn spawn_binary_with(
+    bin: &str,
+    env: &[(&str, &str)],
+    dir: Option<&str>,
+    nofile: Option<u64>,
+) -> Server {
     let mut cmd = match nofile {
         // The shell sets the limit, then becomes the server (same pid).
         Some(n) => {
