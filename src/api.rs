@@ -6,7 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use crate::auth::{AuthError, TicketError, request_token};
 use crate::error::ApiError;
 use crate::event::{NewEvent, TopicSet};
 use crate::headers::Peer;
+use crate::idempotency::{Begin, Claim};
 use crate::metrics::{
     ClosedLabel, ClosedReason, FallbackLabel, RateLimited, RefusedLabel, RefusedReason,
     TransportLabel,
@@ -63,9 +64,76 @@ pub(crate) async fn publish(
     require_json(&headers)?;
     let body = body.map_err(|e| body_error(e, MAX_PUBLISH_BODY))?;
     let events = parse_publish_body(&body)?;
-    let stored = state.publish(events).await?;
-    let ids: Vec<&str> = stored.iter().map(|e| &*e.id).collect();
+    let Some(claim) = idempotency_claim(&headers, &body)? else {
+        let stored = state.publish(events).await?;
+        let ids: Vec<&str> = stored.iter().map(|e| &*e.id).collect();
+        return Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response());
+    };
+    let store = &state.idempotency;
+    match store.begin(&claim).await.map_err(idempotency_unavailable)? {
+        Begin::New => {}
+        Begin::Replay(ids) => {
+            state.metrics.idempotent_replays.inc();
+            let mut response = (StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response();
+            response.headers_mut().insert(
+                HeaderName::from_static("idempotent-replayed"),
+                HeaderValue::from_static("true"),
+            );
+            return Ok(response);
+        }
+        Begin::Reused => {
+            return Err(ApiError::Conflict {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was used for another body within SWITCHYARD_IDEMPOTENCY_WINDOW; use a new key for a new publish".into(),
+                retry_after: None,
+            });
+        }
+        Begin::InUse => {
+            return Err(ApiError::Conflict {
+                code: "idempotency_key_in_use",
+                message: "a request with this Idempotency-Key is being stored now; retry in a moment to get its ids".into(),
+                retry_after: Some(1),
+            });
+        }
+    }
+    let stored = match state.publish(events).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            store.abandon(&claim).await;
+            return Err(e);
+        }
+    };
+    let ids: Vec<String> = stored.iter().map(|e| e.id.to_string()).collect();
+    if let Err(e) = store.complete(&claim, &ids).await {
+        // Published already: answer the ids; a retry may then publish again.
+        tracing::warn!(error = %e, "an idempotency key could not be recorded");
+    }
     Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+}
+
+/// The request's `Idempotency-Key` as a claim on `body`, if it has one.
+fn idempotency_claim(headers: &HeaderMap, body: &[u8]) -> Result<Option<Claim>, ApiError> {
+    let mut keys = headers.get_all("idempotency-key").iter();
+    let Some(key) = keys.next() else {
+        return Ok(None);
+    };
+    if keys.next().is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "send one Idempotency-Key header, not several",
+        ));
+    }
+    Claim::new(key.as_bytes(), body)
+        .map(Some)
+        .map_err(|m| ApiError::bad_request("invalid_idempotency_key", m))
+}
+
+fn idempotency_unavailable(e: crate::idempotency::Unavailable) -> ApiError {
+    ApiError::Unavailable {
+        code: "idempotency_unavailable",
+        message: format!("{e}; nothing was published, retry later"),
+        enabled: Vec::new(),
+    }
 }
 
 /// A publish body: one event or an array of 1 to [`MAX_PUBLISH_BATCH`], each checked,
@@ -518,6 +586,8 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
             "upgrade_stripped": m.upgrade_stripped.get(),
             "fallbacks": fallbacks,
             "reports_dropped": m.reports_dropped.get(),
+            "idempotent_replays": m.idempotent_replays.get(),
+            "idempotency_evicted": state.idempotency.evicted(),
             "refused": refused,
             "rate_limited": rate_limited,
         },

@@ -150,6 +150,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_MAX_STREAMS_PER_CLIENT", default_value = "500", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub max_streams_per_client: u32,
 
+    /// How long a publish with an Idempotency-Key is remembered: a retry with the same
+    /// key and body within it returns the first ids and stores nothing (1s - 24h).
+    #[arg(long, env = "SWITCHYARD_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_idempotency_window)]
+    pub idempotency_window: HumanDuration,
+
     /// Wrong publish keys one client may try per minute (in bursts of up to 10); past it
     /// 429 with Retry-After, the key not even checked.
     #[arg(long, env = "SWITCHYARD_KEY_FAILURES_PER_MINUTE", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -512,6 +517,10 @@ fn parse_heartbeat(s: &str) -> Result<HumanDuration, String> {
 
 fn parse_poll_timeout(s: &str) -> Result<HumanDuration, String> {
     parse_duration_in(s, Duration::from_secs(1), MAX_POLL_TIMEOUT)
+}
+
+fn parse_idempotency_window(s: &str) -> Result<HumanDuration, String> {
+    parse_duration_in(s, Duration::from_secs(1), Duration::from_secs(24 * 3600))
 }
 
 fn parse_retain_age(s: &str) -> Result<HumanDuration, String> {

@@ -85,6 +85,17 @@ pub enum ApiError {
         /// Seconds until the client may try again.
         retry_after: u64,
     },
+    /// A conflict with an earlier request (`409`): an idempotency key reused, or still in
+    /// use (then with `Retry-After`).
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+        /// Seconds until a retry may succeed, when it may.
+        retry_after: Option<u64>,
+    },
     /// A transport (or every transport) is switched off, or the connection cap is reached
     /// (`503`).
     #[error("{message}")]
@@ -136,6 +147,7 @@ impl ApiError {
             ApiError::UpgradeStripped { .. } => (StatusCode::UPGRADE_REQUIRED, "upgrade_stripped"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::RateLimited { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Status { status, code, .. } => (*status, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -171,7 +183,12 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("websocket"),
             );
         }
-        if let ApiError::RateLimited { retry_after, .. } = &self {
+        if let ApiError::RateLimited { retry_after, .. }
+        | ApiError::Conflict {
+            retry_after: Some(retry_after),
+            ..
+        } = &self
+        {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(*retry_after),

@@ -33,6 +33,7 @@ pub mod error;
 pub mod event;
 pub mod fanout;
 pub mod headers;
+pub mod idempotency;
 pub mod limits;
 pub mod log;
 pub mod metrics;

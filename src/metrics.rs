@@ -156,6 +156,8 @@ pub struct Metrics {
     pub fallbacks: Family<FallbackLabel, Counter>,
     /// Reports dropped by the rate limit.
     pub reports_dropped: Counter,
+    /// Publishes answered from an idempotency key (nothing stored).
+    pub idempotent_replays: Counter,
     /// Times the direct fan-out found a parked stream's socket full and handed the
     /// stream back to its task ([`crate::fanout`]).
     pub handed_back: Counter,
@@ -179,6 +181,7 @@ impl Metrics {
             upgrade_stripped: Counter::default(),
             fallbacks: Family::default(),
             reports_dropped: Counter::default(),
+            idempotent_replays: Counter::default(),
             handed_back: Counter::default(),
             log,
             registry: Registry::default(),
@@ -244,6 +247,11 @@ impl Metrics {
             "reports_dropped",
             "Client reports dropped by the rate limit",
             m.reports_dropped.clone(),
+        );
+        registry.register(
+            "idempotent_replays",
+            "Publishes answered with the ids of an earlier one (same Idempotency-Key and body)",
+            m.idempotent_replays.clone(),
         );
         registry.register(
             "published_events",

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::event::{Event, NewEvent};
 use crate::fanout::{self, Output};
 use crate::headers::{Authority, Peer, authority};
+use crate::idempotency::{IdempotencyStore, MemoryKeys, RedisKeys};
 use crate::limits::{
     ClientBuckets, ClientCounts, ConnectionBudget, FD_RESERVE, KEY_FAILURE_BURST,
     REPORTS_PER_SECOND, TokenBucket, clamp_to_open_files,
@@ -52,6 +53,8 @@ pub struct AppState {
     pub open_streams: AtomicU32,
     /// Open streams per client (`SWITCHYARD_MAX_STREAMS_PER_CLIENT`).
     pub client_streams: ClientCounts,
+    /// Idempotency keys of publishes (in this process, or in Redis with the Redis log).
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// Writes live events straight to the sockets of caught-up SSE and WebSocket streams.
     pub fanout: Arc<fanout::Fanout>,
     /// Per transport (by [`Transport::index`]): what its parked sockets get, if any.
@@ -102,18 +105,31 @@ fn local_log(config: &Config) -> Result<SharedLog, String> {
     })
 }
 
+/// Stores that several nodes share (with the Redis log).
+pub struct Shared {
+    /// One-time stream tickets.
+    pub tickets: Arc<dyn TicketStore>,
+    /// Idempotency keys of publishes.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+}
+
 impl AppState {
     /// Builds the state for a configuration.
     ///
     /// `Err` with a one-line reason for a configuration that cannot be served (a token
     /// key that cannot be read).
     pub async fn open(config: Config) -> Result<Arc<AppState>, String> {
-        let mut tickets = None;
+        let mut shared = None;
         let log = match &config.redis_url {
             Some(url) => {
                 let log = RedisLog::open(url, retention(&config)).await?;
-                tickets =
-                    Some(Arc::new(RedisTickets::new(log.connection())) as Arc<dyn TicketStore>);
+                shared = Some(Shared {
+                    tickets: Arc::new(RedisTickets::new(log.connection())),
+                    idempotency: Arc::new(RedisKeys::new(
+                        log.connection(),
+                        config.idempotency_window.get(),
+                    )),
+                });
                 tracing::info!(
                     epoch = log.epoch(),
                     head = log.head(),
@@ -124,7 +140,7 @@ impl AppState {
             }
             None => local_log(&config)?,
         };
-        AppState::with_log(config, log, tickets)
+        AppState::with_log(config, log, shared)
     }
 
     /// Builds the state for a configuration whose log is in this process (memory or a
@@ -134,17 +150,21 @@ impl AppState {
         AppState::with_log(config, log, None)
     }
 
-    /// The state over an opened log, with a shared ticket store (else one in this
-    /// process).
+    /// The state over an opened log, with stores shared by several nodes (else stores
+    /// in this process).
     pub fn with_log(
         config: Config,
         log: SharedLog,
-        tickets: Option<Arc<dyn TicketStore>>,
+        shared: Option<Shared>,
     ) -> Result<Arc<AppState>, String> {
         let mut access = Access::from_config(&config)?;
-        if let Some(tickets) = tickets {
-            access.tickets = tickets;
-        }
+        let idempotency = match shared {
+            Some(shared) => {
+                access.tickets = shared.tickets;
+                shared.idempotency
+            }
+            None => Arc::new(MemoryKeys::new(config.idempotency_window.get())),
+        };
         let metrics = Metrics::new(log.counters().clone());
         let fanout = Arc::new(fanout::Fanout::new(
             log.clone(),
@@ -209,6 +229,7 @@ impl AppState {
             started: Instant::now(),
             open_streams: AtomicU32::new(0),
             client_streams,
+            idempotency,
             reports: TokenBucket::new(REPORTS_PER_SECOND),
         }))
     }

@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["log"],
     &["fanout"],
     &["error", "config", "metrics", "limits"],
-    &["headers", "auth"],
+    &["headers", "auth", "idempotency"],
     &["state"],
     &["transport"],
     &["api", "demo", "assets"],

@@ -141,6 +141,7 @@ async fn help_lists_every_variable_with_its_default() {
         ("SWITCHYARD_WS_OPS_PER_SECOND", "50"),
         ("SWITCHYARD_NEW_CONNECTIONS_PER_CLIENT", "100"),
         ("SWITCHYARD_MAX_STREAMS_PER_CLIENT", "500"),
+        ("SWITCHYARD_IDEMPOTENCY_WINDOW", "10m"),
     ] {
         assert!(
             stdout.contains(&format!("[env: {var}")),
