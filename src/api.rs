@@ -30,17 +30,7 @@ pub const MAX_PUBLISH_BATCH: usize = 1000;
 /// Largest report body, in bytes.
 pub const MAX_REPORT_BODY: usize = 1024;
 pub use crate::limits::REPORTS_PER_SECOND;
-/// Reasons a client may report for a fallback.
-pub const REPORT_REASONS: &[&str] = &[
-    "upgrade_failed",
-    "no_ready",
-    "stalled",
-    "http_status",
-    "network_error",
-    "closed",
-    "disabled",
-    "probe_failed",
-];
+pub use crate::protocol::REPORT_REASONS;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -605,19 +595,28 @@ fn counts<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> serde_json::Map<St
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text.
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    state
-        .metrics
-        .connections
-        .set(i64::from(state.budget.open()));
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, state.metrics.registry())
+pub(crate) async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let m = &state.metrics;
+    m.connections.set(i64::from(state.budget.open()));
+    let log = state.log.stats();
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    m.log_retained.set(gauge(log.retained as u64));
+    m.log_retained_bytes.set(gauge(log.retained_bytes));
+    m.log_lag.set(m.log.lag_ms.get() as f64 / 1000.0);
+    // Prometheus asks for OpenMetrics; anything else (curl, promtool) gets 0.0.4 text.
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (text, content_type) = m
+        .encode(openmetrics)
         .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         text,
     )
         .into_response())

@@ -69,6 +69,18 @@ pub const TRANSPORTS: [TransportSpec; 3] = [
     },
 ];
 
+/// Reasons a client may report for a fallback (`POST /v1/reports`).
+pub const REPORT_REASONS: &[&str] = &[
+    "upgrade_failed",
+    "no_ready",
+    "stalled",
+    "http_status",
+    "network_error",
+    "closed",
+    "disabled",
+    "probe_failed",
+];
+
 impl Transport {
     /// Every transport, in the default preference order.
     pub const ALL: [Transport; TRANSPORTS.len()] = {

@@ -169,6 +169,7 @@ impl AppState {
         let fanout = Arc::new(fanout::Fanout::new(
             log.clone(),
             metrics.handed_back.clone(),
+            metrics.first_write.clone(),
         ));
         let outputs = TRANSPORTS
             .iter()

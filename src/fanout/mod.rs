@@ -36,11 +36,12 @@
 mod io;
 mod sink;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -85,6 +86,10 @@ pub struct Fanout {
     log: SharedLog,
     /// Counts sinks handed back because their socket was full.
     handed_back: Counter,
+    /// From an append to the first shard's write of it (one observation per append).
+    first_write: Histogram,
+    /// The newest append observed in `first_write`: the other shards skip it.
+    observed: AtomicU64,
     shards: Box<[Shard]>,
     next: AtomicUsize,
     /// Where the shards run: the runtime the fan-out was made on (the stream runtime),
@@ -117,12 +122,14 @@ struct Incoming {
 
 impl Fanout {
     /// The fan-out of `log`, counting sinks handed back for a full socket in
-    /// `handed_back`. Its shards run on the current runtime (else on the runtime of the
-    /// first parking).
-    pub fn new(log: SharedLog, handed_back: Counter) -> Fanout {
+    /// `handed_back` and the time from an append to its first write in `first_write`.
+    /// Its shards run on the current runtime (else on the runtime of the first parking).
+    pub fn new(log: SharedLog, handed_back: Counter, first_write: Histogram) -> Fanout {
         Fanout {
             log,
             handed_back,
+            first_write,
+            observed: AtomicU64::new(0),
             shards: (0..SHARDS)
                 .map(|_| Shard {
                     incoming: Mutex::new(Incoming::default()),
@@ -295,8 +302,12 @@ impl Fanout {
                 .as_ref()
                 .and_then(|l| l.events.first())
                 .map(|e| e.seq);
+            let mut appended = None;
             let read = match latest.take() {
-                Some(latest) if first == Some(from + 1) => Ok(latest.events),
+                Some(latest) if first == Some(from + 1) => {
+                    appended = latest.appended;
+                    Ok(latest.events)
+                }
                 _ => self
                     .log
                     .read_after(from, CATCHUP_BATCH)
@@ -328,6 +339,13 @@ impl Fanout {
             let Some(last) = events.last().map(|e| e.seq) else {
                 return from;
             };
+            // The first shard to write this append times it.
+            if let Some(at) = appended
+                && !sinks.is_empty()
+                && self.observed.fetch_max(last, Ordering::AcqRel) < last
+            {
+                self.first_write.observe(at.elapsed().as_secs_f64());
+            }
             let mut full = 0;
             let mut scratch = Scratch::default();
             let mut i = 0;

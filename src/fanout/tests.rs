@@ -21,7 +21,11 @@ struct Rig {
 fn rig() -> Rig {
     let log: SharedLog = Arc::new(MemoryLog::new(MemoryConfig::default()));
     Rig {
-        fanout: Arc::new(Fanout::new(log.clone(), Counter::default())),
+        fanout: Arc::new(Fanout::new(
+            log.clone(),
+            Counter::default(),
+            prometheus_client::metrics::histogram::Histogram::new([0.001]),
+        )),
         log,
         output: Arc::new(Output {
             frame: |e| &e.sse,

@@ -122,6 +122,7 @@ impl MemoryLog {
                 head_tx: Some(watch::Sender::new(Head {
                     seq: head,
                     events: Arc::from([]),
+                    appended: None,
                 })),
             }),
             counters: LogCounters::default(),
@@ -148,6 +149,7 @@ impl MemoryLog {
             head_tx.send_replace(Head {
                 seq: head,
                 events: Arc::from([]),
+                appended: None,
             });
         }
     }
@@ -171,6 +173,7 @@ impl MemoryLog {
             head_tx.send_replace(Head {
                 seq: state.head(),
                 events: events.into(),
+                appended: Some(now),
             });
         }
         drop(state);
@@ -198,6 +201,7 @@ impl MemoryLog {
             head_tx.send_replace(Head {
                 seq: state.head(),
                 events: out.as_slice().into(),
+                appended: Some(now),
             });
         }
         drop(state);

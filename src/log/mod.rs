@@ -71,6 +71,9 @@ pub struct Head {
     /// The latest append's events (consecutive, the last one at `seq`), so that a
     /// reader that was at the head before takes them without reading the log.
     pub events: Arc<[Arc<Event>]>,
+    /// When this process took the latest append in (`None` for a head that is not an
+    /// append: the start, a restore), for `publish_to_first_write_seconds`.
+    pub appended: Option<std::time::Instant>,
 }
 
 /// Head and size of the log, for status and negotiation.

@@ -367,6 +367,9 @@ pub struct ConnGuard {
     client: Option<IpAddr>,
     /// Delivered-events counter of this stream's transport, fetched once.
     pub(crate) delivered: Counter,
+    /// The stream's transport and when it opened, for `stream_duration_seconds`.
+    transport: Transport,
+    opened: std::time::Instant,
 }
 
 impl ConnGuard {
@@ -401,6 +404,8 @@ impl ConnGuard {
             open,
             client,
             delivered,
+            transport,
+            opened: std::time::Instant::now(),
         })
     }
 
@@ -417,5 +422,13 @@ impl Drop for ConnGuard {
         if let Some(ip) = self.client {
             self.state.client_streams.release(ip);
         }
+        let label = TransportLabel {
+            transport: self.transport,
+        };
+        self.state
+            .metrics
+            .stream_duration
+            .get_or_create(&label)
+            .observe(self.opened.elapsed().as_secs_f64());
     }
 }

@@ -4,12 +4,17 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::LabelValueEncoder;
 
 use crate::log::LogCounters;
-use crate::protocol::Transport;
+use crate::protocol::{REPORT_REASONS, Transport};
+
+mod process;
+pub use process::ProcessCollector;
 
 impl EncodeLabelValue for Transport {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -127,13 +132,30 @@ pub struct FallbackLabel {
     pub from: String,
     /// Transport it moved to (`none` when it had nowhere to go).
     pub to: String,
-    /// Why (one of [`crate::api::REPORT_REASONS`]).
+    /// Why (one of [`REPORT_REASONS`]).
     pub reason: String,
+}
+
+/// Label: the build.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    /// The crate's version.
+    pub version: String,
+}
+
+/// Histograms of durations, in seconds.
+type Durations = Family<TransportLabel, Histogram, fn() -> Histogram>;
+
+fn stream_durations() -> Histogram {
+    // 0.1 s to ~7 h, × 4 a bucket: a poll, a page view, an editor's day.
+    Histogram::new(exponential_buckets(0.1, 4.0, 10))
 }
 
 /// Every figure the server exposes.
 pub struct Metrics {
     registry: Registry,
+    /// Process metrics (`process_*`), unprefixed as in every client library.
+    process: Registry,
     /// Streams open now, per transport (polls count while they wait).
     pub open: Family<TransportLabel, Gauge>,
     /// Streams opened since start, per transport.
@@ -161,6 +183,17 @@ pub struct Metrics {
     /// Times the direct fan-out found a parked stream's socket full and handed the
     /// stream back to its task ([`crate::fanout`]).
     pub handed_back: Counter,
+    /// From an append to the direct fan-out's first write of it, in seconds (one
+    /// observation per append that a parked stream received).
+    pub first_write: Histogram,
+    /// How long streams stayed open, per transport, in seconds.
+    pub stream_duration: Durations,
+    /// Events the log retains now (set at each scrape).
+    pub log_retained: Gauge,
+    /// Bytes the log retains now (set at each scrape).
+    pub log_retained_bytes: Gauge,
+    /// The Redis log's lag, in seconds (set at each scrape from the log's `lag_ms`).
+    pub log_lag: Gauge<f64, AtomicU64>,
     /// The log's own counters (published, resets, lagged).
     pub log: LogCounters,
 }
@@ -183,9 +216,55 @@ impl Metrics {
             reports_dropped: Counter::default(),
             idempotent_replays: Counter::default(),
             handed_back: Counter::default(),
+            // 0.1 ms to ~3.3 s, × 2 a bucket.
+            first_write: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            stream_duration: Family::new_with_constructor(stream_durations),
+            log_retained: Gauge::default(),
+            log_retained_bytes: Gauge::default(),
+            log_lag: Gauge::default(),
             log,
             registry: Registry::default(),
+            process: Registry::default(),
         };
+        // Every label set exists from the start, at zero: alert rules need no
+        // `or vector(0)`.
+        for reason in RefusedReason::ALL {
+            let _ = m.refused.get_or_create(&RefusedLabel { reason });
+        }
+        for reason in ClosedReason::ALL {
+            let _ = m.closed.get_or_create(&ClosedLabel { reason });
+        }
+        for limit in RateLimited::ALL {
+            let _ = m.rate_limited.get_or_create(&RateLimitedLabel { limit });
+        }
+        for transport in Transport::ALL {
+            let label = TransportLabel { transport };
+            let _ = m.open.get_or_create(&label);
+            let _ = m.opened.get_or_create(&label);
+            let _ = m.delivered.get_or_create(&label);
+            let _ = m.stream_duration.get_or_create(&label);
+            for to in Transport::ALL
+                .iter()
+                .filter(|&&to| to != transport)
+                .map(|to| to.name())
+                .chain(["none"])
+            {
+                for reason in REPORT_REASONS {
+                    let _ = m.fallbacks.get_or_create(&FallbackLabel {
+                        from: transport.name().into(),
+                        to: to.into(),
+                        reason: (*reason).into(),
+                    });
+                }
+            }
+        }
+        let build = Family::<BuildLabel, Gauge>::default();
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("build_info", "The running build (always 1)", build);
         registry.register("open_streams", "Streams open now", m.open.clone());
         registry.register(
             "streams_opened",
@@ -197,27 +276,16 @@ impl Metrics {
             "Events written to subscribers",
             m.delivered.clone(),
         );
-        for reason in RefusedReason::ALL {
-            // Every label set exists from the start, at zero.
-            let _ = m.refused.get_or_create(&RefusedLabel { reason });
-        }
         registry.register(
             "refused_streams",
             "Stream requests refused before opening",
             m.refused.clone(),
         );
-        for reason in ClosedReason::ALL {
-            // Every label set exists from the start, at zero.
-            let _ = m.closed.get_or_create(&ClosedLabel { reason });
-        }
         registry.register(
             "connections_refused",
             "Connections refused or closed before their first request was served, by reason",
             m.closed.clone(),
         );
-        for limit in RateLimited::ALL {
-            let _ = m.rate_limited.get_or_create(&RateLimitedLabel { limit });
-        }
         registry.register(
             "rate_limited_requests",
             "Requests refused (429) by a per-client rate limit, by limit",
@@ -260,9 +328,29 @@ impl Metrics {
         );
         registry.register("resets", "Resets sent to subscribers", m.log.resets.clone());
         registry.register(
-            "lagged_subscribers",
-            "Times a reader that was at the head of the log fell behind and caught up from the log",
+            "log_catchups",
+            "Times a stream that was live fell behind the live ring and caught up from the log (catch-ups, not subscribers)",
             m.log.lagged.clone(),
+        );
+        registry.register(
+            "log_retained_events",
+            "Events the log retains now",
+            m.log_retained.clone(),
+        );
+        registry.register(
+            "log_retained_bytes",
+            "Bytes the log retains now (each event's JSON, SSE and WebSocket encodings)",
+            m.log_retained_bytes.clone(),
+        );
+        registry.register(
+            "publish_to_first_write_seconds",
+            "From an append to the direct fan-out's first write of it to a parked stream",
+            m.first_write.clone(),
+        );
+        registry.register(
+            "stream_duration_seconds",
+            "How long streams stayed open, by transport",
+            m.stream_duration.clone(),
         );
         registry.register(
             "log_errors",
@@ -270,16 +358,22 @@ impl Metrics {
             m.log.errors.clone(),
         );
         registry.register(
-            "log_lag_ms",
-            "Redis log: how far behind this node's copy was when it last took events in, in ms",
-            m.log.lag_ms.clone(),
+            "log_lag_seconds",
+            "Redis log: how far behind this node's copy was when it last took events in",
+            m.log_lag.clone(),
         );
         registry.register(
             "fanout_handbacks",
             "Times the direct fan-out found a parked stream's socket full (or failed) and handed the stream back to its task",
             m.handed_back.clone(),
         );
-        Metrics { registry, ..m }
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector::new()));
+        Metrics {
+            registry,
+            process,
+            ..m
+        }
     }
 
     /// Counts a stream request refused before it opened.
@@ -299,8 +393,24 @@ impl Metrics {
             .inc();
     }
 
-    /// The registry, for encoding.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// Every metric, switchyard's then the process's: in OpenMetrics text (`openmetrics`,
+    /// what Prometheus asks for), else in the Prometheus text format 0.0.4 (what `curl`
+    /// and `promtool check metrics` read). The content type goes with it.
+    pub fn encode(&self, openmetrics: bool) -> Result<(String, &'static str), std::fmt::Error> {
+        use prometheus_client::encoding::{prometheus_text, text};
+        let mut out = String::new();
+        if openmetrics {
+            text::encode_registry(&mut out, &self.registry)?;
+            text::encode_registry(&mut out, &self.process)?;
+            text::encode_eof(&mut out)?;
+            Ok((
+                out,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ))
+        } else {
+            prometheus_text::encode(&mut out, &self.registry)?;
+            prometheus_text::encode(&mut out, &self.process)?;
+            Ok((out, prometheus_text::CONTENT_TYPE))
+        }
     }
 }
