@@ -37,6 +37,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod openapi;
 pub mod protocol;
 mod serve;
 pub mod state;
@@ -160,6 +161,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/v1/negotiate", get(api::negotiate))
         .route("/v1/status", get(api::status))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz));

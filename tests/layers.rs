@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["transport"],
     &["api", "demo", "assets"],
-    &["serve"],
+    &["serve", "openapi"],
     &["lib", "main"],
 ];
 

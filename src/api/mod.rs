@@ -16,6 +16,12 @@ use crate::error::ApiError;
 use crate::event::{NewEvent, TopicSet};
 use crate::headers::Peer;
 use crate::idempotency::{Begin, Claim};
+#[allow(unused_imports)] // The schemas are named in the `#[utoipa::path]` attributes only.
+use schema::{
+    ErrorBody, NegotiateParams, Negotiated, PublishBody, Published, Ready, ReportBody, Ticket,
+};
+
+pub mod schema;
 use crate::metrics::{
     ClosedLabel, ClosedReason, FallbackLabel, RateLimited, RefusedLabel, RefusedReason,
     TransportLabel,
@@ -43,6 +49,35 @@ struct PublishEvent {
 }
 
 /// `POST /v1/events`: one event or an array of them → `201 {"ids":[…]}`.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "api",
+    summary = "Publish one event, or several in order",
+    request_body(content = PublishBody, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1–255 visible ASCII characters: a retry with the same key and body within SWITCHYARD_IDEMPOTENCY_WINDOW gets the first ids and stores nothing"),
+    ),
+    security((), ("publish_key" = [])),
+    responses(
+        (status = 201, description = "Stored (or replayed)", body = Published,
+            headers(("Idempotent-Replayed" = String, description = "`true` when answered from an earlier publish with the same Idempotency-Key and body"))),
+        (status = 400, description = "Invalid JSON, event or Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "The publish key is missing or wrong", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 408, description = "The body took longer than SWITCHYARD_REQUEST_TIMEOUT", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for another body, or is in use", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds, when a retry can succeed"))),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
+        (status = 429, description = "Too many wrong publish keys from this client", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "The log (or the idempotency store) could not store it; nothing was published", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    )
+)]
 pub(crate) async fn publish(
     State(state): State<Arc<AppState>>,
     peer: Option<axum::Extension<Peer>>,
@@ -293,6 +328,21 @@ struct Disabled {
 }
 
 /// `GET /v1/negotiate`: transports to try, in order, and the settings a client needs.
+#[utoipa::path(
+    get,
+    path = "/v1/negotiate",
+    tag = "api",
+    summary = "Transports to try, in order, and what a client needs to connect",
+    params(NegotiateParams),
+    security((), ("token" = [])),
+    responses(
+        (status = 200, description = "The offer", body = Negotiated),
+        (status = 400, description = "Bad query or topics", body = ErrorBody),
+        (status = 401, description = "A private topic without a usable token", body = ErrorBody),
+        (status = 403, description = "A topic the token does not allow", body = ErrorBody),
+        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn negotiate(
     State(state): State<Arc<AppState>>,
     peer: Option<Extension<Peer>>,
@@ -363,6 +413,23 @@ struct Report {
 
 /// `POST /v1/tickets`: the request's token (Bearer, or the `switchyard_token` cookie)
 /// for a one-time ticket, good for one stream open (`?ticket=`) within 30 s.
+#[utoipa::path(
+    post,
+    path = "/v1/tickets",
+    tag = "api",
+    summary = "A one-time ticket for a stream, for the request's token",
+    security(("token" = [])),
+    responses(
+        (status = 201, description = "The ticket", body = Ticket),
+        (status = 400, description = "This server verifies no tokens", body = ErrorBody),
+        (status = 401, description = "No usable token", body = ErrorBody),
+        (status = 408, description = "The request took longer than SWITCHYARD_REQUEST_TIMEOUT", body = ErrorBody),
+        (status = 413, description = "A body over 1024 bytes", body = ErrorBody),
+        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
+        (status = 429, description = "Too many tickets waiting", body = ErrorBody),
+        (status = 503, description = "The ticket store is unavailable", body = ErrorBody),
+    )
+)]
 pub(crate) async fn ticket(
     State(state): State<Arc<AppState>>,
     peer: Option<Extension<Peer>>,
@@ -413,6 +480,23 @@ fn refused(state: &AppState, e: &AuthError) {
 }
 
 /// `POST /v1/reports`: a browser client says it fell back, and why. Counted, not stored.
+#[utoipa::path(
+    post,
+    path = "/v1/reports",
+    tag = "api",
+    summary = "A browser client reports a fallback (counted, not stored)",
+    request_body(content = ReportBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Counted"),
+        (status = 400, description = "Not a report", body = ErrorBody),
+        (status = 408, description = "The body took longer than SWITCHYARD_REQUEST_TIMEOUT", body = ErrorBody),
+        (status = 413, description = "A body over 1024 bytes", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
+        (status = 429, description = "Too many reports (from this client, or all together)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    )
+)]
 pub(crate) async fn report(
     State(state): State<Arc<AppState>>,
     peer: Option<axum::Extension<Peer>>,
@@ -470,6 +554,16 @@ pub(crate) async fn report(
 }
 
 /// `GET /v1/status`: the server's state as JSON.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "operations",
+    summary = "Connections, transports, the log and counters (docs/protocol.md §6.3)",
+    responses(
+        (status = 200, description = "The figures", body = Object),
+        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.metrics;
     let mut transports = serde_json::Map::new();
@@ -595,6 +689,17 @@ fn counts<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> serde_json::Map<St
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus text, or OpenMetrics when `Accept` asks for it",
+    responses(
+        (status = 200, description = "The metrics",
+            content((String = "text/plain"), (String = "application/openmetrics-text"))),
+        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn metrics(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -624,6 +729,17 @@ pub(crate) async fn metrics(
 
 /// `GET /readyz` (SPEC §10): `200` when this node can serve — not draining, and its log
 /// answers — else `503`, with the reason; for load balancers and orchestrators.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: for load balancers and orchestrators",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
+        (status = 503, description = "Not ready (draining, or the log cannot serve)", body = Ready),
+    )
+)]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let backend = state.log_backend();
     let (status, ready, reason) = if state.shutdown.is_cancelled() {
@@ -646,6 +762,17 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /healthz`: 200 while serving, 503 while draining.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses(
+        (status = 200, description = "`ok`", body = String, content_type = "text/plain"),
+        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
+        (status = 503, description = "`draining`", body = String, content_type = "text/plain"),
+    )
+)]
 pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     if state.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
