@@ -373,12 +373,7 @@ pub async fn run(
     // The API runtime's last connections are waited for below; its thread ends with it.
     let api_runtime = ApiRuntime(Some(api_runtime));
     drop(listener);
-    tracing::info!(
-        open = state
-            .open_streams
-            .load(std::sync::atomic::Ordering::Acquire),
-        "draining"
-    );
+    tracing::info!(open = state.open_streams(), "draining");
     state.tasks.close();
     connections.close();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -390,9 +385,7 @@ pub async fn run(
     match drained {
         Ok(()) => tracing::info!("drained; bye"),
         Err(_) => tracing::warn!(
-            open = state
-                .open_streams
-                .load(std::sync::atomic::Ordering::Acquire),
+            open = state.open_streams(),
             "drain time ({DRAIN_TIMEOUT:?}) ran out; closing the remaining connections"
         ),
     }

@@ -1,7 +1,6 @@
 //! `AppState`: what every handler and stream shares, and the one publish path.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -49,8 +48,6 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// When the server started.
     pub started: Instant,
-    /// Open streams now (every stream also holds a connection of [`AppState::budget`]).
-    pub open_streams: AtomicU32,
     /// Open streams per client (`SWITCHYARD_MAX_STREAMS_PER_CLIENT`).
     pub client_streams: ClientCounts,
     /// Idempotency keys of publishes (in this process, or in Redis with the Redis log).
@@ -228,7 +225,6 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
-            open_streams: AtomicU32::new(0),
             client_streams,
             idempotency,
             reports: TokenBucket::new(REPORTS_PER_SECOND),
@@ -237,6 +233,21 @@ impl AppState {
 }
 
 impl AppState {
+    /// Streams open now, every transport's together (the `open_streams` gauges; every
+    /// stream also holds a connection of [`AppState::budget`]).
+    pub fn open_streams(&self) -> u32 {
+        let open: i64 = Transport::ALL
+            .iter()
+            .map(|&transport| {
+                self.metrics
+                    .open
+                    .get_or_create(&TransportLabel { transport })
+                    .get()
+            })
+            .sum();
+        u32::try_from(open).unwrap_or(0)
+    }
+
     /// What the parked sockets of `transport` get from the fan-out; `None` for a
     /// transport that does not park (long polling).
     pub fn output(&self, transport: Transport) -> Option<Arc<Output>> {

@@ -639,7 +639,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
         "draining": state.shutdown.is_cancelled(),
         "transports": transports,
         "connections": {
-            "open": state.open_streams.load(std::sync::atomic::Ordering::Acquire),
+            "open": state.open_streams(),
             "max": state.budget.max(),
             "sockets": state.budget.open(),
             "reserve": crate::limits::RESERVE_CONNECTIONS,

@@ -9,13 +9,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Deserialize;
 
 use crate::auth::{AuthError, Grant};
@@ -367,8 +367,9 @@ pub struct ConnGuard {
     client: Option<IpAddr>,
     /// Delivered-events counter of this stream's transport, fetched once.
     pub(crate) delivered: Counter,
-    /// The stream's transport and when it opened, for `stream_duration_seconds`.
-    transport: Transport,
+    /// `stream_duration_seconds` of this stream's transport, fetched once, and when the
+    /// stream opened.
+    duration: Histogram,
     opened: std::time::Instant,
 }
 
@@ -393,7 +394,6 @@ impl ConnGuard {
                 retry_after: 1,
             });
         }
-        state.open_streams.fetch_add(1, Ordering::AcqRel);
         let label = TransportLabel { transport };
         let open = state.metrics.open.get_or_create(&label).clone();
         open.inc();
@@ -404,7 +404,7 @@ impl ConnGuard {
             open,
             client,
             delivered,
-            transport,
+            duration: state.metrics.stream_duration.get_or_create(&label).clone(),
             opened: std::time::Instant::now(),
         })
     }
@@ -418,17 +418,9 @@ impl ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.open.dec();
-        self.state.open_streams.fetch_sub(1, Ordering::AcqRel);
         if let Some(ip) = self.client {
             self.state.client_streams.release(ip);
         }
-        let label = TransportLabel {
-            transport: self.transport,
-        };
-        self.state
-            .metrics
-            .stream_duration
-            .get_or_create(&label)
-            .observe(self.opened.elapsed().as_secs_f64());
+        self.duration.observe(self.opened.elapsed().as_secs_f64());
     }
 }

@@ -123,17 +123,9 @@ async fn admission_picks_the_transport_of_the_request() {
     .expect("admitted");
     assert_eq!(cursor.map(|c| c.to_string()).as_deref(), Some("e-7"));
     assert_eq!(topics.len(), 2);
-    assert_eq!(
-        s.open_streams.load(std::sync::atomic::Ordering::Acquire),
-        1,
-        "held"
-    );
+    assert_eq!(s.open_streams(), 1, "held");
     drop(guard);
-    assert_eq!(
-        s.open_streams.load(std::sync::atomic::Ordering::Acquire),
-        0,
-        "dropped"
-    );
+    assert_eq!(s.open_streams(), 0, "dropped");
 }
 
 /// Each bad input gets its own code, and a refused request holds no slot.
@@ -183,7 +175,7 @@ async fn every_bad_input_gets_its_code() {
             "{path} {pairs:?}"
         );
     }
-    assert_eq!(s.open_streams.load(std::sync::atomic::Ordering::Acquire), 0);
+    assert_eq!(s.open_streams(), 0);
     // The same origin passes.
     let same = [
         ("origin", "http://localhost:8080"),
