@@ -27,7 +27,6 @@ macro_rules! stream_doc {
                 (status = 400, description = "Bad query or cursor", body = ErrorBody),
                 (status = 401, description = "Token required, invalid or expired", body = ErrorBody),
                 (status = 403, description = "Origin or topic not allowed", body = ErrorBody),
-                (status = 421, description = "Host not allowed", body = ErrorBody),
                 (status = 426, description = "A WebSocket key without an Upgrade header", body = ErrorBody),
                 (status = 429, description = "This client holds its most streams",
                     headers(("Retry-After" = u64, description = "Seconds")), body = ErrorBody),
@@ -120,7 +119,7 @@ stream_doc!(
         PollAnswer,
         Envelope
     )),
-    modifiers(&PublishKey),
+    modifiers(&PublishKey, &EveryRequest),
 )]
 pub struct ApiDoc;
 
@@ -152,6 +151,48 @@ impl utoipa::Modify for PublishKey {
                     .build(),
             ),
         );
+    }
+}
+
+/// What the router answers to any request before a route sees it (`host_guard`): `400`
+/// for a head without exactly one `Host`, `421` for a `Host` this server does not answer
+/// to. Added to every operation here, once, as the check is made once for all of them.
+struct EveryRequest;
+
+impl utoipa::Modify for EveryRequest {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.entry("400".into()).or_insert_with(|| {
+                    error("A request without exactly one `Host` header (`bad_request_head`)").into()
+                });
+                responses.entry("421".into()).or_insert_with(|| {
+                    error("`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)").into()
+                });
+            }
+        }
     }
 }
 

@@ -71,7 +71,6 @@ struct PublishEvent {
             headers(("Retry-After" = u64, description = "Seconds, when a retry can succeed"))),
         (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
-        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
         (status = 429, description = "Too many wrong publish keys from this client", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds"))),
         (status = 503, description = "The log (or the idempotency store) could not store it; nothing was published", body = ErrorBody,
@@ -92,19 +91,14 @@ pub(crate) async fn publish(
     let Some(claim) = idempotency_claim(&headers, &body)? else {
         let stored = state.publish(events).await?;
         let ids: Vec<&str> = stored.iter().map(|e| &*e.id).collect();
-        return Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response());
+        return Ok(published(&ids, false));
     };
     let store = &state.idempotency;
     match store.begin(&claim).await.map_err(idempotency_unavailable)? {
         Begin::New => {}
         Begin::Replay(ids) => {
             state.metrics.idempotent_replays.inc();
-            let mut response = (StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response();
-            response.headers_mut().insert(
-                HeaderName::from_static("idempotent-replayed"),
-                HeaderValue::from_static("true"),
-            );
-            return Ok(response);
+            return Ok(published(&ids, true));
         }
         Begin::Reused => {
             return Err(ApiError::Conflict {
@@ -133,7 +127,20 @@ pub(crate) async fn publish(
         // Published already: answer the ids; a retry may then publish again.
         tracing::warn!(error = %e, "an idempotency key could not be recorded");
     }
-    Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+    Ok(published(&ids, false))
+}
+
+/// `201 {"ids":[…]}`; with `Idempotent-Replayed: true` when answered from an earlier
+/// publish with the same Idempotency-Key and body.
+fn published<S: Serialize>(ids: &[S], replayed: bool) -> Response {
+    let mut response = (StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 /// The request's `Idempotency-Key` as a claim on `body`, if it has one.
@@ -340,7 +347,6 @@ struct Disabled {
         (status = 400, description = "Bad query or topics", body = ErrorBody),
         (status = 401, description = "A private topic without a usable token", body = ErrorBody),
         (status = 403, description = "A topic the token does not allow", body = ErrorBody),
-        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
     )
 )]
 pub(crate) async fn negotiate(
@@ -425,7 +431,6 @@ struct Report {
         (status = 401, description = "No usable token", body = ErrorBody),
         (status = 408, description = "The request took longer than SWITCHYARD_REQUEST_TIMEOUT", body = ErrorBody),
         (status = 413, description = "A body over 1024 bytes", body = ErrorBody),
-        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
         (status = 429, description = "Too many tickets waiting", body = ErrorBody),
         (status = 503, description = "The ticket store is unavailable", body = ErrorBody),
     )
@@ -492,7 +497,6 @@ fn refused(state: &AppState, e: &AuthError) {
         (status = 408, description = "The body took longer than SWITCHYARD_REQUEST_TIMEOUT", body = ErrorBody),
         (status = 413, description = "A body over 1024 bytes", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
-        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
         (status = 429, description = "Too many reports (from this client, or all together)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds"))),
     )
@@ -561,7 +565,6 @@ pub(crate) async fn report(
     summary = "Connections, transports, the log and counters (docs/protocol.md §6.3)",
     responses(
         (status = 200, description = "The figures", body = Object),
-        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
     )
 )]
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Response {
@@ -697,7 +700,6 @@ fn counts<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> serde_json::Map<St
     responses(
         (status = 200, description = "The metrics",
             content((String = "text/plain"), (String = "application/openmetrics-text"))),
-        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
     )
 )]
 pub(crate) async fn metrics(
@@ -736,7 +738,6 @@ pub(crate) async fn metrics(
     summary = "Readiness: for load balancers and orchestrators",
     responses(
         (status = 200, description = "Ready", body = Ready),
-        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
         (status = 503, description = "Not ready (draining, or the log cannot serve)", body = Ready),
     )
 )]
@@ -769,7 +770,6 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     summary = "Liveness",
     responses(
         (status = 200, description = "`ok`", body = String, content_type = "text/plain"),
-        (status = 421, description = "`Host` not allowed (SWITCHYARD_ALLOWED_HOSTS)", body = ErrorBody),
         (status = 503, description = "`draining`", body = String, content_type = "text/plain"),
     )
 )]

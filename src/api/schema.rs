@@ -2,7 +2,11 @@
 //! answer, for `/v1/openapi.json` (see [`crate::openapi`]).
 
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+use crate::protocol::{REPORT_REASONS, Transport};
 
 /// One event to publish.
 #[derive(ToSchema, serde::Deserialize)]
@@ -83,41 +87,36 @@ pub struct ReportBody {
     reason: ReportReason,
 }
 
-/// A transport, or `none`.
-#[derive(ToSchema)]
-#[allow(dead_code, non_camel_case_types)]
-pub enum ReportTransport {
-    /// WebSocket.
-    websocket,
-    /// Server-Sent Events.
-    sse,
-    /// Long polling.
-    longpoll,
-    /// No transport.
-    none,
+/// A transport (`websocket`, `sse`, `longpoll`), or `none`: from the transport table.
+pub struct ReportTransport;
+
+impl PartialSchema for ReportTransport {
+    fn schema() -> RefOr<Schema> {
+        let names = Transport::ALL.map(Transport::name);
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A transport, or `none`"))
+            .enum_values(Some(names.into_iter().chain(["none"])))
+            .into()
+    }
 }
 
-/// Why a client fell back.
-#[derive(ToSchema)]
-#[allow(dead_code, non_camel_case_types)]
-pub enum ReportReason {
-    /// The WebSocket handshake failed.
-    upgrade_failed,
-    /// A stream opened but never said `ready`.
-    no_ready,
-    /// A stream went silent.
-    stalled,
-    /// An HTTP error status.
-    http_status,
-    /// The network failed.
-    network_error,
-    /// The server closed the stream.
-    closed,
-    /// The operator switched the transport off.
-    disabled,
-    /// A probe of a better transport failed.
-    probe_failed,
+impl ToSchema for ReportTransport {}
+
+/// Why a client fell back: [`REPORT_REASONS`], the list the handler checks.
+pub struct ReportReason;
+
+impl PartialSchema for ReportReason {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("Why a client fell back"))
+            .enum_values(Some(REPORT_REASONS.iter().copied()))
+            .into()
+    }
 }
+
+impl ToSchema for ReportReason {}
 
 /// A one-time ticket for a stream.
 #[derive(ToSchema)]
