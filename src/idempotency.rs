@@ -298,12 +298,8 @@ impl RedisKeys {
 fn redis_key(claim: &Claim) -> String {
     format!(
         "switchyard:idem:{}",
-        hex(&Sha256::digest(claim.key.as_bytes()))
+        hex::encode(Sha256::digest(claim.key.as_bytes()))
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Unavailable {
@@ -315,7 +311,7 @@ fn unavailable(e: impl std::fmt::Display) -> Unavailable {
 fn parse_stored(stored: &str, claim: &Claim) -> Begin {
     let mut parts = stored.splitn(3, ' ');
     let (state, body) = (parts.next(), parts.next());
-    if body != Some(hex(&claim.body).as_str()) {
+    if body != Some(hex::encode(claim.body).as_str()) {
         return Begin::Reused;
     }
     match (state, parts.next()) {
@@ -336,7 +332,7 @@ impl IdempotencyStore for RedisKeys {
             // SET … NX GET: claims the key, or returns what holds it, in one step.
             let held: Option<String> = redis::cmd("SET")
                 .arg(&key)
-                .arg(format!("pending {}", hex(&claim.body)))
+                .arg(format!("pending {}", hex::encode(claim.body)))
                 .arg("NX")
                 .arg("GET")
                 .arg("PX")
@@ -361,7 +357,11 @@ impl IdempotencyStore for RedisKeys {
             let mut conn = self.conn.clone();
             let _: () = redis::cmd("SET")
                 .arg(redis_key(claim))
-                .arg(format!("done {} {}", hex(&claim.body), ids.join(",")))
+                .arg(format!(
+                    "done {} {}",
+                    hex::encode(claim.body),
+                    ids.join(",")
+                ))
                 .arg("PX")
                 .arg(millis(self.window))
                 .query_async(&mut conn)
@@ -381,7 +381,7 @@ impl IdempotencyStore for RedisKeys {
             );
             let result: Result<i64, _> = script
                 .key(redis_key(claim))
-                .arg(format!("pending {}", hex(&claim.body)))
+                .arg(format!("pending {}", hex::encode(claim.body)))
                 .invoke_async(&mut conn)
                 .await;
             if let Err(e) = result {
@@ -477,7 +477,7 @@ mod tests {
     #[test]
     fn stored_states_parse() {
         let a = claim("k", "{}");
-        let h = hex(&a.body);
+        let h = hex::encode(a.body);
         assert_eq!(parse_stored(&format!("pending {h}"), &a), Begin::InUse);
         assert_eq!(
             parse_stored(&format!("done {h} e-1,e-2"), &a),
