@@ -9,7 +9,7 @@
 //! net.rs      URL, TCP with a source address, hyper HTTP/1.1
 //! stream.rs   SSE and WebSocket streams read straight off the socket
 //! sub.rs      one subscriber: WebSocket, SSE, long-poll (switchyard or Nchan)
-//! publish.rs  the publisher (batches for switchyard, one per request for Nchan)
+//! publish.rs  the publishers (one event per request, or batches for switchyard)
 //! track.rs    payload, per-subscriber tracking, shared counters, histograms
 //! pool.rs     subscribers in this process, or spread over child processes
 //! procfs.rs   RSS, Pss and CPU of a process tree; load average
@@ -91,6 +91,7 @@ fn topic_of(args: &Args) -> Result<String, Error> {
         .topic
         .clone()
         .unwrap_or_else(|| format!("bench-{}-{}", std::process::id(), now_us() / 1000));
+    args.check().map_err(Error::new)?;
     if !args::valid_topic(&topic) {
         return Err(Error::new(format!(
             "topic {topic:?}: use 1-200 of A-Z a-z 0-9 . _ - : /"
@@ -113,6 +114,7 @@ async fn sub_config(args: &Args, topic: &str) -> Result<SubConfig, Error> {
         transport: args.transport,
         topic: topic.to_owned(),
         events: args.events,
+        publishers: args.publishers,
         source: args.source_ip.map(std::net::IpAddr::V4),
         connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
         poll_timeout: args.poll_timeout,
@@ -266,6 +268,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
                 events: args.events,
                 rate: args.rate,
                 batch: args.effective_batch(),
+                publishers: args.publishers,
                 payload_bytes: args.payload_bytes,
                 key: args.publish_key.clone(),
                 deadline,
@@ -381,6 +384,7 @@ pub async fn run(args: Args) -> Result<Report, Error> {
         events: args.events,
         rate: args.rate,
         batch: args.effective_batch(),
+        publishers: args.publishers,
         payload_bytes: args.payload_bytes,
         procs,
         threads: args.threads,

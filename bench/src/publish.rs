@@ -1,5 +1,7 @@
-//! The publisher: M events over one keep-alive connection, sequentially (so that the
-//! server's order is the sequence order), at a set rate or as fast as answers come back.
+//! The publishers: M events at a set rate or as fast as answers come back, from one or
+//! several publishers. Each publisher has its own keep-alive connection and sends its
+//! events one request after another, so that the server's order of one publisher's
+//! events is their sequence order; publisher k of P sends events k, k + P, k + 2P, ….
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -31,8 +33,10 @@ pub struct PubConfig {
     pub events: u64,
     /// Events per second, 0 = as fast as possible.
     pub rate: u64,
-    /// Most events per request.
+    /// Most events per request (1 when there are several publishers).
     pub batch: u64,
+    /// Concurrent publishers, one connection each.
+    pub publishers: u64,
     /// Data size of each event.
     pub payload_bytes: usize,
     /// switchyard's publish key, if the server requires one.
@@ -73,39 +77,91 @@ pub fn spawn_thread(
         .build()?;
     std::thread::Builder::new()
         .name("publisher".into())
-        .spawn(move || runtime.block_on(publish(cfg, progress)))
+        .spawn(move || runtime.block_on(publish_all(cfg, progress)))
         .map_err(|e| Error::new(format!("cannot start the publisher thread: {e}")))
 }
 
-/// Publishes `cfg.events` events; `progress` counts the accepted ones as they go.
-pub async fn publish(cfg: PubConfig, progress: Arc<AtomicU64>) -> PubResult {
+/// Publishes `cfg.events` events from `cfg.publishers` concurrent publishers (tasks of
+/// this thread, each with its own connection); `progress` counts the accepted ones.
+pub async fn publish_all(cfg: PubConfig, progress: Arc<AtomicU64>) -> PubResult {
+    let publishers = cfg.publishers.max(1);
+    if publishers == 1 {
+        return publish(cfg, 0, progress).await;
+    }
+    let tasks: Vec<_> = (0..publishers)
+        .map(|k| tokio::spawn(publish(cfg.clone(), k, progress.clone())))
+        .collect();
+    let mut out = PubResult::default();
+    for task in tasks {
+        match task.await {
+            Ok(r) => out.merge(r),
+            Err(e) => out.errors.push(format!("a publisher failed: {e}")),
+        }
+    }
+    out
+}
+
+impl PubResult {
+    /// Adds another publisher's result (first send: the earliest; last answer: the
+    /// latest).
+    fn merge(&mut self, o: PubResult) {
+        self.accepted += o.accepted;
+        self.failed += o.failed;
+        self.requests += o.requests;
+        self.first_send_us = match (self.first_send_us, o.first_send_us) {
+            (0, b) => b,
+            (a, 0) => a,
+            (a, b) => a.min(b),
+        };
+        self.last_answer_us = self.last_answer_us.max(o.last_answer_us);
+        for e in o.errors {
+            if self.errors.len() < 8 {
+                self.errors.push(e);
+            }
+        }
+    }
+}
+
+/// Publisher `k` of `cfg.publishers`: its events `k, k + P, …` below `cfg.events`, at
+/// its share of the rate.
+pub async fn publish(cfg: PubConfig, k: u64, progress: Arc<AtomicU64>) -> PubResult {
+    let p = cfg.publishers.max(1);
+    // This publisher's events and rate; `next` counts its own events.
+    let events = if k < cfg.events {
+        (cfg.events - k - 1) / p + 1
+    } else {
+        0
+    };
+    let rate = cfg.rate as f64 / p as f64;
+    let batch = if p > 1 { 1 } else { cfg.batch };
     let mut out = PubResult::default();
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     let start = Instant::now();
     let mut next = 0u64;
     let mut failures_in_a_row = 0u32;
-    while next < cfg.events {
+    while next < events {
         if Instant::now() >= cfg.deadline {
             out.errors.push("run timeout: publishing stopped".into());
             break;
         }
         let due = if cfg.rate == 0 {
-            cfg.events
+            events
         } else {
             let elapsed = start.elapsed().as_secs_f64();
-            ((elapsed * cfg.rate as f64) as u64 + 1).min(cfg.events)
+            ((elapsed * rate) as u64 + 1).min(events)
         };
         if due <= next {
-            let at = start + Duration::from_secs_f64(next as f64 / cfg.rate as f64);
+            let at = start + Duration::from_secs_f64(next as f64 / rate);
             tokio::time::sleep_until(at.min(cfg.deadline)).await;
             continue;
         }
-        let count = (due - next).min(cfg.batch);
+        let count = (due - next).min(batch);
         let t = now_us();
         if out.first_send_us == 0 {
             out.first_send_us = t;
         }
-        let req = request(&cfg, next, count, t);
+        // With one publisher `next` is the sequence number; with several, count is 1.
+        let req = request(&cfg, k + next * p, count, t);
         out.requests += 1;
         let sent = tokio::time::timeout(REQUEST_TIMEOUT, send(&cfg.target, &mut conn, req))
             .await
@@ -126,7 +182,7 @@ pub async fn publish(cfg: PubConfig, progress: Arc<AtomicU64>) -> PubResult {
                 if failures_in_a_row >= 10 {
                     out.errors
                         .push("10 publish failures in a row: gave up".into());
-                    out.failed += cfg.events - next - count;
+                    out.failed += events - next - count;
                     break;
                 }
             }
@@ -228,6 +284,7 @@ mod tests {
             events: 10,
             rate: 0,
             batch: 3,
+            publishers: 1,
             payload_bytes: 50,
             key: Some("k".into()),
             deadline: Instant::now(),

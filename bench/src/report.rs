@@ -87,6 +87,8 @@ pub struct Report {
     pub rate: u64,
     /// Events per publish request.
     pub batch: u64,
+    /// Concurrent publishers (one connection each).
+    pub publishers: u64,
     /// Event data size.
     pub payload_bytes: usize,
     /// Subscriber processes.
@@ -172,7 +174,7 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "switchyard-bench: {} over {} — {} subscribers × {} events ({} B, rate {}, batch {}), {} proc(s)",
+            "switchyard-bench: {} over {} — {} subscribers × {} events ({} B, rate {}, batch {}, {} publisher(s)), {} proc(s)",
             self.server,
             self.transport,
             self.subscribers,
@@ -184,6 +186,7 @@ impl Report {
                 format!("{}/s", self.rate)
             },
             self.batch,
+            self.publishers,
             self.procs
         );
         let _ = writeln!(

@@ -41,6 +41,9 @@ pub struct SubConfig {
     pub topic: String,
     /// Events expected (M).
     pub events: u64,
+    /// Concurrent publishers: the order is checked per publisher (event n is publisher
+    /// n mod P's).
+    pub publishers: u64,
     /// Source address to bind.
     pub source: Option<IpAddr>,
     /// Longest a connection may take until it counts as connected.
@@ -89,7 +92,7 @@ pub async fn subscriber(cfg: Arc<SubConfig>, shared: Arc<Shared>, permit: OwnedS
         connected: false,
         deadline: Instant::now() + cfg.connect_timeout,
     };
-    let mut tracker = Tracker::new(cfg.events);
+    let mut tracker = Tracker::new(cfg.events, cfg.publishers);
     let result = match cfg.transport {
         Transport::Sse => sse(&cfg, &mut attempt, &mut tracker).await,
         Transport::Ws => ws(&cfg, &mut attempt, &mut tracker).await,

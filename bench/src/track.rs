@@ -74,7 +74,9 @@ fn digits(buf: &[u8]) -> Option<(u64, usize)> {
 pub struct Tracker {
     seen: Vec<u64>,
     expected: u64,
-    last: Option<u64>,
+    /// The latest event of each publisher (event n is publisher n mod P's): order is
+    /// only defined among one publisher's events.
+    last: Vec<Option<u64>>,
     /// Deliveries since the last flush.
     delivered: u64,
     unique: u64,
@@ -87,13 +89,13 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// A tracker for events 0..`expected`.
-    pub fn new(expected: u64) -> Tracker {
+    /// A tracker for events 0..`expected` from `publishers` concurrent publishers.
+    pub fn new(expected: u64, publishers: u64) -> Tracker {
         let words = usize::try_from(expected.div_ceil(64)).unwrap_or(0);
         Tracker {
             seen: vec![0; words],
             expected,
-            last: None,
+            last: vec![None; usize::try_from(publishers.max(1)).unwrap_or(1)],
             delivered: 0,
             unique: 0,
             dups: 0,
@@ -121,10 +123,12 @@ impl Tracker {
         }
         self.seen[w] |= bit;
         self.unique += 1;
-        if self.last.is_some_and(|l| n < l) {
+        let publisher = (n % self.last.len() as u64) as usize;
+        let last = &mut self.last[publisher];
+        if last.is_some_and(|l| n < l) {
             self.ooo += 1;
         }
-        self.last = Some(n);
+        *last = Some(n);
         self.latencies.push(now_us.saturating_sub(t_us).max(1));
     }
 
@@ -399,7 +403,7 @@ mod tests {
     #[test]
     fn tracker_counts() {
         let shared = Shared::new();
-        let mut t = Tracker::new(4);
+        let mut t = Tracker::new(4, 1);
         t.record(0, 10, 20);
         t.record(2, 10, 20);
         t.record(1, 10, 20); // out of order
@@ -418,5 +422,26 @@ mod tests {
         add_pairs(&mut h, &r.hist);
         assert_eq!(h.len(), 3);
         assert_eq!(h.max(), 10);
+    }
+
+    #[test]
+    fn order_is_per_publisher() {
+        let shared = Shared::new();
+        // Two publishers: 0, 2, 4 are the first's, 1, 3, 5 the second's.
+        let mut t = Tracker::new(6, 2);
+        for n in [1, 0, 3, 2, 5, 4] {
+            t.record(n, 10, 20); // interleaved differently, each in its own order
+        }
+        t.record(3, 10, 20); // a duplicate is still one
+        t.flush(&shared);
+        let s = shared.snapshot();
+        assert_eq!((s.unique, s.ooo, s.dups), (6, 0, 1));
+        let mut t = Tracker::new(6, 2);
+        for n in [0, 4, 2] {
+            t.record(n, 10, 20); // the first publisher's 2 after its 4
+        }
+        let shared = Shared::new();
+        t.flush(&shared);
+        assert_eq!(shared.snapshot().ooo, 1);
     }
 }

@@ -92,6 +92,35 @@ async fn every_transport_delivers_everything() {
     server.stop().await;
 }
 
+/// Several single-event publishers on their own connections: every event arrives once,
+/// each publisher's in its order, and one request carried each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_deliver_everything() {
+    let server = server().await;
+    for transport in [Transport::Sse, Transport::Ws] {
+        let mut a = args(&server.url, transport);
+        a.batch = 1;
+        a.publishers = 4;
+        let report = switchyard_bench::run(a)
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        assert_complete(&report);
+        assert_eq!(
+            (report.publishers, report.publish_requests),
+            (4, 50),
+            "{}",
+            report.summary()
+        );
+    }
+    let mut a = args(&server.url, Transport::Sse);
+    a.publishers = 4;
+    let err = switchyard_bench::run(a)
+        .await
+        .expect_err("batches of 10 from 4 publishers");
+    assert!(err.to_string().contains("needs --batch 1"), "{err}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_scenario_connects_and_holds() {
     let server = server().await;
