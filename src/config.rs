@@ -200,6 +200,14 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_POLL_BATCH", default_value = "1000", value_parser = parse_poll_batch)]
     pub poll_batch: usize,
 
+    /// Send every write at once (TCP_NODELAY): on, the lowest latency. off lets the
+    /// kernel hold a small write back while the client has not acknowledged the previous
+    /// one (Nagle's algorithm, nginx's default on long responses): a busy fan-out then
+    /// carries several events per packet at a fraction of the CPU per delivery, and an
+    /// event may wait up to one round trip (more against a client that delays its ACKs).
+    #[arg(long, env = "SWITCHYARD_TCP_NODELAY", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub tcp_nodelay: bool,
+
     /// The demo app's routes and page: on or off. Unset: on on a loopback address, off
     /// on any other (the demo has no real accounts). With no token key, the demo makes
     /// one of its own at start and keeps notifications/* private with it.
@@ -644,6 +652,9 @@ mod tests {
         assert_eq!(c.sse_padding, 2048);
         assert_eq!(c.poll_batch, 1000);
         assert_eq!(c.demo, None, "on by the address");
+        assert!(c.tcp_nodelay, "latency first");
+        let c = Config::try_parse_from(["switchyard", "--tcp-nodelay", "off"]).expect("parses");
+        assert!(!c.tcp_nodelay);
     }
 
     #[test]

@@ -306,6 +306,7 @@ pub async fn run(
         epoch = state.log.epoch(),
         transports = ?transport::enabled_names(&state),
         static_files = %static_files.describe(),
+        tcp_nodelay = state.config.tcp_nodelay,
         "switchyard listening"
     );
     let drain = state.clone();
@@ -359,7 +360,7 @@ pub async fn run(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        let _ = stream.set_nodelay(state.config.tcp_nodelay);
         let (router, shutdown, api) = (router.clone(), state.shutdown.clone(), api.clone());
         connections.spawn(serve::connection(
             stream,

@@ -64,6 +64,7 @@ async fn an_invalid_variable_stops_the_start_with_one_line() {
             "expected a whole number from 1 to 100000",
         ),
         ("SWITCHYARD_DEMO", "maybe", "expected on or off"),
+        ("SWITCHYARD_TCP_NODELAY", "nagle", "expected on or off"),
     ];
     for (var, value, words) in cases {
         let (code, _, stderr) = run_binary(&[(var, value)], &[]).await;
@@ -142,6 +143,7 @@ async fn help_lists_every_variable_with_its_default() {
         ("SWITCHYARD_NEW_CONNECTIONS_PER_CLIENT", "100"),
         ("SWITCHYARD_MAX_STREAMS_PER_CLIENT", "500"),
         ("SWITCHYARD_IDEMPOTENCY_WINDOW", "10m"),
+        ("SWITCHYARD_TCP_NODELAY", "on"),
     ] {
         assert!(
             stdout.contains(&format!("[env: {var}")),
