@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: switchyard against nginx + Nchan (issue 4, item 2).
+# Side-by-side benchmark: switchyard against nginx + Nchan (issues 4 and 18).
+#
+# Like for like: every scenario publishes one event per request on both servers (what a
+# CMS save or a webhook does, and all Nchan can take), unless its name ends in -batch:
+# those use switchyard's batch publishing (100 events per request), a feature Nchan does
+# not have, run on switchyard only and reported in a table of their own.
 #
 # Builds both release binaries, then for every scenario runs REPS repetitions against
-# each server, alternating the servers (switchyard, Nchan, switchyard, Nchan, …). Every
+# each server, rotating the order per repetition (switchyard, Nchan; Nchan, switchyard;
+# …), so that neither server always runs on a machine warmed by the other. Every
 # run gets a freshly started server (bytes per connection are read as the growth of a
 # fresh process), the generator reads the server's RSS/Pss/CPU through --server-pid
 # (nginx: the master, whose workers are summed as descendants), and the server is
@@ -28,13 +34,29 @@
 #   BIN_BENCH    the generator (default target/release/switchyard-bench)
 #   BIN_BARE     the bare fan-out server (default target/release/switchyard-bare)
 #   BARE=0       do not run the bare fan-out server in the scale scenarios
+#   NCHAN_CEILING  events/s the fixed loads are percentages of (default: the median
+#                "publishes accepted/s" of this directory's fanout-sse / fanout-ws Nchan
+#                runs, so run those first; else 110, this machine's figure of 2026-12-04)
 #
 # Scenarios:
 #   idle-sse     10,000 idle SSE subscribers: bytes per connection
 #   idle-ws      10,000 idle WebSocket subscribers: bytes per connection
-#   fanout-sse   1,000 SSE subscribers x 2,000 events, published as fast as possible
-#   fanout-ws    1,000 WebSocket subscribers x 2,000 events, as fast as possible
-#   longpoll     1,000 long-pollers x 1,000 events, as fast as possible
+#   fanout-sse   1,000 SSE subscribers x 2,000 events, one publisher, as fast as possible
+#   fanout-ws    1,000 WebSocket subscribers x 2,000 events, one publisher, as fast as possible
+#   fanout-sse-16pub, fanout-ws-16pub
+#                as above with 16 concurrent publishers (their own connections, one event
+#                per request each)
+#   load25-sse, load50-sse, load90-sse, load25-ws, load50-ws, load90-ws
+#                1,000 subscribers, a fixed offered load of 25 / 50 / 90 % of Nchan's
+#                single-publisher ceiling (NCHAN_CEILING) for 15 s: latency, CPU per delivery
+#   longpoll     1,000 long-pollers x 1,000 events, one publisher, as fast as possible
+#   fanout-sse-batch, fanout-ws-batch, longpoll-batch
+#                fanout-sse, fanout-ws and longpoll with switchyard's batch publishing
+#                (100 events per request); switchyard only: not like for like
+#   fanout-sse-nagle, fanout-ws-nagle, load25-sse-nagle, …, load90-ws-nagle, lowrate-nagle
+#                the scenario without -nagle, switchyard started with
+#                SWITCHYARD_TCP_NODELAY=off (Nagle's algorithm, which Nchan's subscriber
+#                connections run with: nginx sets TCP_NODELAY only on kept-alive ones)
 #   lowrate      100 SSE subscribers, 20 events/s for 10 s: latency
 #   scale        19,000 idle SSE subscribers (two generator processes), then one event
 #                to all of them: time until the last has it, RSS. Also run against
@@ -56,7 +78,12 @@ cd "$ROOT"
 
 REPS=${REPS:-3}
 SCALE_REPS=${SCALE_REPS:-$REPS}
-ALL_SCENARIOS="idle-sse idle-ws fanout-sse fanout-ws longpoll lowrate scale scale-mixed scale-100k"
+ALL_SCENARIOS="idle-sse idle-ws fanout-sse fanout-ws fanout-sse-16pub fanout-ws-16pub
+load25-sse load50-sse load90-sse load25-ws load50-ws load90-ws longpoll lowrate
+fanout-sse-batch fanout-ws-batch longpoll-batch fanout-sse-nagle fanout-ws-nagle
+load25-sse-nagle load50-sse-nagle load90-sse-nagle load25-ws-nagle load50-ws-nagle
+load90-ws-nagle lowrate-nagle scale scale-mixed scale-100k"
+ALL_SCENARIOS=$(echo $ALL_SCENARIOS)
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d)}
 PORT=${PORT_BASE:-18100}
@@ -144,9 +171,12 @@ start_server() {
             SERVER_CMD=$NODES_CMD
             return
         fi
-        SERVER_CMD="SWITCHYARD_ADDR=127.0.0.1:$port SWITCHYARD_MAX_CONNECTIONS=20000 SWITCHYARD_RETAIN=100000 RUST_LOG=warn $BIN_SERVER"
+        # The -nagle scenarios: Nagle's algorithm on the server's sockets.
+        local nodelay=on
+        [[ $name == *-nagle.* ]] && nodelay=off
+        SERVER_CMD="SWITCHYARD_ADDR=127.0.0.1:$port SWITCHYARD_MAX_CONNECTIONS=20000 SWITCHYARD_RETAIN=100000 SWITCHYARD_TCP_NODELAY=$nodelay RUST_LOG=warn $BIN_SERVER"
         SWITCHYARD_ADDR=127.0.0.1:$port SWITCHYARD_MAX_CONNECTIONS=20000 \
-            SWITCHYARD_RETAIN=100000 RUST_LOG=warn \
+            SWITCHYARD_RETAIN=100000 SWITCHYARD_TCP_NODELAY=$nodelay RUST_LOG=warn \
             "$BIN_SERVER" >"$OUT/$name.server.log" 2>&1 &
         SERVER_PID=$!
         ;;
@@ -199,18 +229,68 @@ servers_for() {
     case $1 in
     # The floor: one blocking write per subscriber and nothing else (bench/src/bare.rs).
     scale | scale-mixed) echo "$SERVERS$([[ $BARE == 1 ]] && echo ' bare')" ;;
+    # Batch publishing is switchyard's alone.
+    *-batch) echo "$SERVERS" | tr ' ' '\n' | grep -x switchyard || true ;;
     *) echo "$SERVERS" ;;
     esac
+}
+
+# servers_for, rotated by the repetition: rep 1 in order, rep 2 starting at the second, …
+rotated() {
+    local scenario=$1 rep=$2
+    local -a list
+    read -r -a list <<<"$(servers_for "$scenario" | tr '\n' ' ')"
+    local n=${#list[@]} i
+    ((n > 0)) || return 0
+    for ((i = 0; i < n; i++)); do
+        echo "${list[$(((i + rep - 1) % n))]}"
+    done
+}
+
+# Nchan's single-publisher ceiling, events/s (see NCHAN_CEILING above).
+nchan_ceiling() {
+    if [[ -n ${NCHAN_CEILING:-} ]]; then
+        echo "$NCHAN_CEILING"
+        return
+    fi
+    python3 - "$OUT" <<'EOF'
+import glob, json, statistics, sys
+rates = []
+for t in ("sse", "ws"):
+    for f in glob.glob(f"{sys.argv[1]}/fanout-{t}.nchan.*.json"):
+        rates.append(json.load(open(f))["publish_rate"])
+print(round(statistics.median(rates)) if rates else 110)
+EOF
+}
+
+# The generator's flags for a fixed load of $1 % of the ceiling, for 15 s.
+fixed_load() {
+    local pct=$1 transport=$2 rate
+    rate=$(($(nchan_ceiling) * pct / 100))
+    ((rate > 0)) || rate=1
+    echo "--transport $transport --subscribers 1000 --events $((rate * 15)) --rate $rate"
 }
 
 # The generator's flags for a scenario (the server, URL, pid and JSON are added later).
 scenario_args() {
     case $1 in
+    *-nagle) scenario_args "${1%-nagle}" ;;
     idle-sse) echo "--transport sse --subscribers 10000 --events 0 --hold 2" ;;
     idle-ws) echo "--transport ws --subscribers 10000 --events 0 --hold 2" ;;
     fanout-sse) echo "--transport sse --subscribers 1000 --events 2000" ;;
     fanout-ws) echo "--transport ws --subscribers 1000 --events 2000" ;;
+    fanout-sse-16pub) echo "--transport sse --subscribers 1000 --events 2000 --publishers 16" ;;
+    fanout-ws-16pub) echo "--transport ws --subscribers 1000 --events 2000 --publishers 16" ;;
+    load25-sse) fixed_load 25 sse ;;
+    load50-sse) fixed_load 50 sse ;;
+    load90-sse) fixed_load 90 sse ;;
+    load25-ws) fixed_load 25 ws ;;
+    load50-ws) fixed_load 50 ws ;;
+    load90-ws) fixed_load 90 ws ;;
     longpoll) echo "--transport longpoll --subscribers 1000 --events 1000" ;;
+    fanout-sse-batch) echo "--transport sse --subscribers 1000 --events 2000 --batch 100" ;;
+    fanout-ws-batch) echo "--transport ws --subscribers 1000 --events 2000 --batch 100" ;;
+    longpoll-batch) echo "--transport longpoll --subscribers 1000 --events 1000 --batch 100" ;;
     lowrate) echo "--transport sse --subscribers 100 --events 200 --rate 20" ;;
     scale) echo "--transport sse --subscribers 19000 --events 1 --hold 2" ;;
     scale-mixed) echo "--transport sse --subscribers 9500 --events 1 --hold 2 --source-ip 127.0.0.21" ;;
@@ -345,7 +425,7 @@ for scenario in $SCENARIOS; do
     log "scenario $scenario: $(scenario_args "$scenario") ($reps reps per server)"
     t_scenario=$(date +%s)
     for ((rep = 1; rep <= reps; rep++)); do
-        for server in $(servers_for "$scenario"); do
+        for server in $(rotated "$scenario" "$rep"); do
             run_one "$scenario" "$server" "$rep"
         done
     done
