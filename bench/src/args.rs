@@ -38,6 +38,12 @@ pub enum Flavor {
     /// nginx + Nchan: subscribe on `/sub/<topic>`, publish one raw body per
     /// `POST /pub/<topic>`.
     Nchan,
+    /// Socket.IO 4 (`bench/socketio/server.js`): Engine.IO 4 over WebSocket or HTTP
+    /// long-polling on `/socket.io/?topic=<topic>` (the room), events as `42["e",{…}]`;
+    /// publish one JSON body per `POST /pub/<topic>`, as for Nchan.
+    #[value(name = "socketio")]
+    #[serde(rename = "socketio")]
+    SocketIo,
 }
 
 impl Flavor {
@@ -46,6 +52,7 @@ impl Flavor {
         match self {
             Flavor::Switchyard => "switchyard",
             Flavor::Nchan => "nchan",
+            Flavor::SocketIo => "socketio",
         }
     }
 }
@@ -109,8 +116,8 @@ pub struct Args {
     pub rate: u64,
 
     /// Most events per publish request. 1 (the default) is what most publishers do (a
-    /// CMS save, a webhook) and the only pattern Nchan has; larger batches are a
-    /// switchyard feature (up to 1000 per `POST /v1/events`; always 1 for Nchan), to be
+    /// CMS save, a webhook) and the only pattern Nchan and Socket.IO have; larger batches
+    /// are a switchyard feature (up to 1000 per `POST /v1/events`; always 1 for the others), to be
     /// reported apart from the like-for-like figures.
     #[arg(long, env = "BENCH_BATCH", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -218,7 +225,7 @@ impl Args {
     pub fn effective_batch(&self) -> u64 {
         match self.server {
             Flavor::Switchyard => self.batch,
-            Flavor::Nchan => 1,
+            Flavor::Nchan | Flavor::SocketIo => 1,
         }
     }
 

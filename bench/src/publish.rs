@@ -218,8 +218,8 @@ fn request(
             body.push(']');
             (format!("{}/v1/events", cfg.target.prefix), body)
         }
-        // Nchan: one raw message per request.
-        Flavor::Nchan => (
+        // Nchan and the Socket.IO peer: one raw message per request.
+        Flavor::Nchan | Flavor::SocketIo => (
             format!("{}/pub/{}", cfg.target.prefix, cfg.topic),
             payload(from, t_us, cfg.payload_bytes),
         ),

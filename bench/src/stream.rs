@@ -324,6 +324,19 @@ impl WebSocket {
     }
 }
 
+impl WebSocket {
+    /// Sends one text message (masked, as a client must).
+    pub async fn send_text(&mut self, text: &[u8]) -> Result<(), Error> {
+        let mut frame =
+            Frame::message(Bytes::copy_from_slice(text), OpCode::Data(Data::Text), true);
+        frame.header_mut().mask = Some(rand_mask());
+        let mut out = Vec::with_capacity(text.len() + 14);
+        frame.format(&mut out)?;
+        self.conn.stream.write_all(&out).await?;
+        Ok(())
+    }
+}
+
 /// A client frame's mask: it need not be secret here (RFC 6455 asks for one against
 /// proxies that cache, and the generator talks to the server directly).
 fn rand_mask() -> [u8; 4] {

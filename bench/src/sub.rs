@@ -11,9 +11,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ETAG, HOST, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use hyper::header::{
+    CONTENT_TYPE, ETAG, HOST, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
 use hyper::{Request, StatusCode};
 use memchr::memmem;
 use tokio::sync::OwnedSemaphorePermit;
@@ -120,14 +122,18 @@ fn get(cfg: &SubConfig, path_and_query: String) -> Result<Request<Empty<Bytes>>,
         .map_err(|e| Error::new(format!("request: {e}")))
 }
 
-fn sse_path(cfg: &SubConfig) -> String {
+fn sse_path(cfg: &SubConfig) -> Result<String, Error> {
     match cfg.flavor {
-        Flavor::Switchyard => format!("{}/v1/sse?topics={}", cfg.target.prefix, cfg.topic),
-        Flavor::Nchan => format!("{}/sub/{}", cfg.target.prefix, cfg.topic),
+        Flavor::Switchyard => Ok(format!("{}/v1/sse?topics={}", cfg.target.prefix, cfg.topic)),
+        Flavor::Nchan => Ok(format!("{}/sub/{}", cfg.target.prefix, cfg.topic)),
+        Flavor::SocketIo => Err(Error::new(
+            "Socket.IO has no SSE transport: use --transport ws or longpoll",
+        )),
     }
 }
 
 async fn sse(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> Result<(), Error> {
+    let path = sse_path(cfg)?;
     let socket = attempt
         .bounded(net::connect(cfg.target.addr, cfg.source))
         .await??;
@@ -135,7 +141,7 @@ async fn sse(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> R
         .bounded(stream::get(
             socket,
             &cfg.target.authority,
-            &sse_path(cfg),
+            &path,
             "Accept: text/event-stream\r\n",
         ))
         .await??;
@@ -181,6 +187,8 @@ struct Control {
     ready: bool,
     resets: u64,
     reconnect: bool,
+    /// A Socket.IO ping to answer.
+    pong: bool,
 }
 
 impl Control {
@@ -284,12 +292,20 @@ async fn ws(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> Re
     let path = match cfg.flavor {
         Flavor::Switchyard => format!("{}/v1/ws?topics={}", cfg.target.prefix, cfg.topic),
         Flavor::Nchan => format!("{}/sub/{}", cfg.target.prefix, cfg.topic),
+        Flavor::SocketIo => format!(
+            "{}/socket.io/?EIO=4&transport=websocket&topic={}",
+            cfg.target.prefix, cfg.topic
+        ),
     };
     let mut ws = attempt
         .bounded(stream::websocket(socket, &cfg.target.authority, &path))
         .await??;
     if cfg.flavor == Flavor::Nchan {
         attempt.connected();
+    }
+    if cfg.flavor == Flavor::SocketIo {
+        // Engine.IO's open packet comes first; then join the default namespace.
+        attempt.bounded(ws.send_text(b"40")).await??;
     }
     let shared = attempt.shared.clone();
     loop {
@@ -300,6 +316,7 @@ async fn ws(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> Re
                 let now = *now.get_or_insert_with(now_us);
                 match cfg.flavor {
                     Flavor::Nchan => scan(data, |n, t| tracker.record(n, t, now)),
+                    Flavor::SocketIo => sio_packet(data, &mut control, tracker, now),
                     Flavor::Switchyard => {
                         if data.starts_with(b"{\"op\":\"event\"") {
                             scan(data, |n, t| tracker.record(n, t, now));
@@ -315,7 +332,23 @@ async fn ws(cfg: &SubConfig, attempt: &mut Attempt, tracker: &mut Tracker) -> Re
             }))
             .await??;
         tracker.flush(&shared);
+        let pong = control.pong;
         control.apply(attempt)?;
+        if pong {
+            attempt.bounded(ws.send_text(b"3")).await??;
+        }
+    }
+}
+
+/// One Engine.IO packet from the Socket.IO peer: `42[…]` an event, `40…` the namespace
+/// joined (ready), `2` a ping (answered with `3`), `41` / `1` the server left.
+fn sio_packet(packet: &[u8], control: &mut Control, tracker: &mut Tracker, now: u64) {
+    match packet {
+        [b'4', b'2', ..] => scan(packet, |n, t| tracker.record(n, t, now)),
+        [b'4', b'0', ..] => control.ready = true,
+        [b'2'] => control.pong = true,
+        [b'4', b'1', ..] | [b'1', ..] | [b'4', b'4', ..] => control.reconnect = true,
+        _ => {}
     }
 }
 
@@ -362,6 +395,9 @@ async fn longpoll(
                 }
                 Flavor::Nchan => {
                     poll_nchan(cfg, attempt, tracker, &mut send, &mut state, &answered).await
+                }
+                Flavor::SocketIo => {
+                    poll_socketio(cfg, attempt, tracker, &mut send, &mut state, &answered).await
                 }
             }
         };
@@ -431,6 +467,98 @@ async fn poll_switchyard(
             return Err(Error::new("the server asked to reconnect (draining)"));
         }
     }
+}
+
+/// Engine.IO 4 long-polling on the Socket.IO peer: the handshake GET (its `sid`), a POST
+/// of `40` (join the namespace), then GETs that each answer with the packets since the
+/// last, separated by 0x1e; a ping (`2`) is answered by a POST of `3`. POSTs go on a
+/// connection of their own, as a browser's do, beside the waiting GET.
+async fn poll_socketio(
+    cfg: &SubConfig,
+    attempt: &mut Attempt,
+    tracker: &mut Tracker,
+    send: &mut SendRequest<Empty<Bytes>>,
+    state: &mut PollState,
+    answered: &AtomicBool,
+) -> Result<(), Error> {
+    let shared = attempt.shared.clone();
+    let base = format!("{}/socket.io/?EIO=4&transport=polling", cfg.target.prefix);
+    loop {
+        let path = match &state.cursor {
+            None => format!("{base}&topic={}", cfg.topic),
+            Some(sid) => format!("{base}&sid={sid}"),
+        };
+        attempt.bounded(send.ready()).await??;
+        let resp = attempt
+            .bounded(send.send_request(get(cfg, path)?))
+            .await??;
+        if resp.status() != StatusCode::OK {
+            return Err(status_error(resp).await);
+        }
+        let body = attempt
+            .bounded(resp.into_body().collect())
+            .await??
+            .to_bytes();
+        let now = now_us();
+        let mut control = Control::default();
+        let mut packets = body.split(|b| *b == 0x1e);
+        if state.cursor.is_none() {
+            let open = packets.next().unwrap_or_default();
+            let sid = sio_sid(open).ok_or_else(|| {
+                Error::new(format!(
+                    "Socket.IO handshake without a sid: {}",
+                    String::from_utf8_lossy(&open[..open.len().min(200)])
+                ))
+            })?;
+            attempt.bounded(sio_post(cfg, &base, &sid, "40")).await??;
+            state.cursor = Some(sid);
+        }
+        for packet in packets {
+            sio_packet(packet, &mut control, tracker, now);
+        }
+        tracker.flush(&shared);
+        answered.store(true, Ordering::Relaxed);
+        if control.pong
+            && let Some(sid) = &state.cursor
+        {
+            attempt.bounded(sio_post(cfg, &base, sid, "3")).await??;
+            control.pong = false;
+        }
+        control.apply(attempt)?;
+    }
+}
+
+/// The `sid` of an Engine.IO open packet: `0{"sid":"…",…}`.
+fn sio_sid(open: &[u8]) -> Option<String> {
+    let rest = open.strip_prefix(b"0")?;
+    let at = memmem::find(rest, b"\"sid\":\"")? + 7;
+    let end = memchr::memchr(b'"', &rest[at..])?;
+    String::from_utf8(rest[at..at + end].to_vec()).ok()
+}
+
+/// POSTs one Engine.IO payload for session `sid` on a connection of its own.
+async fn sio_post(
+    cfg: &SubConfig,
+    base: &str,
+    sid: &str,
+    payload: &'static str,
+) -> Result<(), Error> {
+    let stream = net::connect(cfg.target.addr, cfg.source).await?;
+    let (mut send, conn) = net::http1::<Full<Bytes>>(stream).await?;
+    let req = Request::post(format!("{base}&sid={sid}"))
+        .header(HOST, cfg.target.authority.as_str())
+        .header(CONTENT_TYPE, "text/plain;charset=UTF-8")
+        .body(Full::new(Bytes::from_static(payload.as_bytes())))
+        .map_err(|e| Error::new(format!("request: {e}")))?;
+    let work = async {
+        let resp = send.send_request(req).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(status_error(resp).await);
+        }
+        resp.into_body().collect().await?;
+        Ok(())
+    };
+    drive(conn, work).await
 }
 
 /// The parts of a switchyard poll answer the poller needs.
