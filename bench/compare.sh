@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: switchyard against nginx + Nchan (issues 4 and 18).
+# Side-by-side benchmark: switchyard against nginx + Nchan and Socket.IO 4.8 on Node
+# (issues 4 and 18).
 #
 # Like for like: every scenario publishes one event per request on both servers (what a
 # CMS save or a webhook does, and all Nchan can take), unless its name ends in -batch:
@@ -27,7 +28,8 @@
 #   PORT_BASE    first TCP port; each run takes the next one (default 18100)
 #   NO_BUILD=1   skip cargo build
 #   NO_REPORT=1  do not run bench/report.py at the end
-#   SERVERS      which servers (default "switchyard nchan"; the two scale scenarios also
+#   SERVERS      which servers (default "switchyard nchan socketio"; Socket.IO, which has
+#                no SSE, runs the WebSocket and long-poll scenarios; the two scale scenarios also
 #                run the bare fan-out server, switchyard-bare, unless BARE=0)
 #   BIN_SERVER   the switchyard binary (default target/release/switchyard), e.g. to
 #                compare two builds: SERVERS=switchyard BARE=0 BIN_SERVER=/tmp/old …
@@ -87,7 +89,8 @@ ALL_SCENARIOS=$(echo $ALL_SCENARIOS)
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d)}
 PORT=${PORT_BASE:-18100}
-SERVERS=${SERVERS:-switchyard nchan}
+SERVERS=${SERVERS:-switchyard nchan socketio}
+SOCKETIO_DIR=$ROOT/bench/socketio
 
 BIN_SERVER=${BIN_SERVER:-$ROOT/target/release/switchyard}
 BIN_BENCH=${BIN_BENCH:-$ROOT/target/release/switchyard-bench}
@@ -111,6 +114,12 @@ for s in $SCENARIOS; do
 done
 [[ -x $NGINX ]] || die "$NGINX not found (apt-get install nginx libnginx-mod-nchan)"
 [[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]] || die "the Nchan module is not installed"
+if [[ " $SERVERS " == *" socketio "* ]]; then
+    command -v node >/dev/null || die "node not found (the Socket.IO peer runs on Node.js; or SERVERS=\"switchyard nchan\")"
+    if [[ ! -d $SOCKETIO_DIR/node_modules/socket.io ]]; then
+        npm ci --prefix "$SOCKETIO_DIR" --no-audit --no-fund --silent || die "npm ci in bench/socketio failed"
+    fi
+fi
 
 # Stops a process we started: TERM, wait up to 15 s, then KILL.
 stop_pid() {
@@ -180,6 +189,11 @@ start_server() {
             "$BIN_SERVER" >"$OUT/$name.server.log" 2>&1 &
         SERVER_PID=$!
         ;;
+    socketio)
+        SERVER_CMD="node bench/socketio/server.js 127.0.0.1:$port"
+        node "$SOCKETIO_DIR/server.js" "127.0.0.1:$port" >"$OUT/$name.server.log" 2>&1 &
+        SERVER_PID=$!
+        ;;
     bare)
         SERVER_CMD="$BIN_BARE --addr 127.0.0.1:$port"
         "$BIN_BARE" --addr "127.0.0.1:$port" >"$OUT/$name.server.log" 2>&1 &
@@ -228,9 +242,14 @@ nchan_workers() {
 servers_for() {
     case $1 in
     # The floor: one blocking write per subscriber and nothing else (bench/src/bare.rs).
-    scale | scale-mixed) echo "$SERVERS$([[ $BARE == 1 ]] && echo ' bare')" ;;
+    scale | scale-mixed)
+        echo "$SERVERS" | tr ' ' '\n' | grep -vx socketio || true
+        if [[ $BARE == 1 ]]; then echo bare; fi
+        ;;
     # Batch publishing is switchyard's alone.
     *-batch) echo "$SERVERS" | tr ' ' '\n' | grep -x switchyard || true ;;
+    # Socket.IO has no SSE; the -nagle variants compare switchyard's setting with Nchan's.
+    *sse* | lowrate* | scale* | *-nagle) echo "$SERVERS" | tr ' ' '\n' | grep -vx socketio || true ;;
     *) echo "$SERVERS" ;;
     esac
 }
@@ -414,6 +433,11 @@ trap 'cleanup; rm -rf "$WORK"' EXIT
     echo "git=$GIT_DESC"
     echo "nofile=$(ulimit -Hn)"
 } >"$OUT/machine.txt"
+# The Socket.IO peer's versions, added once to a directory made before it existed.
+if [[ " $SERVERS " == *" socketio "* ]] && ! grep -q '^socketio=' "$OUT/machine.txt"; then
+    echo "node=$(node --version)" >>"$OUT/machine.txt"
+    echo "socketio=$(node -p 'require(process.argv[1] + "/node_modules/socket.io/package.json").version' "$SOCKETIO_DIR")" >>"$OUT/machine.txt"
+fi
 [[ -f $OUT/nginx-V.txt ]] || "$NGINX" -V >"$OUT/nginx-V.txt" 2>&1 || true
 log "results in $OUT (REPS=$REPS, SCALE_REPS=$SCALE_REPS)"
 
