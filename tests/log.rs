@@ -247,9 +247,41 @@ async fn a_stalled_websocket_reader_does_not_hold_back_the_others() {
     assert_eq!(fast_sse.next().await.event, "ready");
 
     let pad = "x".repeat(4000);
-    let fast_ws_task = tokio::spawn(async move { ns(&fast_ws.events(N as usize).await) });
-    let fast_sse_task = tokio::spawn(async move { ns(&fast_sse.events(N as usize).await) });
+    // The fast readers say how far they are, and the publisher keeps at most LEAD events
+    // ahead of the slower of them: on a loaded machine a reader that merely reads slower
+    // than the publisher publishes would fall out of retention too, and this test is
+    // about the one that does not read at all.
+    const LEAD: u64 = 600;
+    let (ws_at, mut ws_seen) = tokio::sync::watch::channel(0u64);
+    let (sse_at, mut sse_seen) = tokio::sync::watch::channel(0u64);
+    let fast_ws_task = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while out.len() < N as usize {
+            out.extend(ns(&fast_ws.events(200).await));
+            ws_at.send_replace(out.len() as u64);
+        }
+        out
+    });
+    let fast_sse_task = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while out.len() < N as usize {
+            out.extend(ns(&fast_sse.events(200).await));
+            sse_at.send_replace(out.len() as u64);
+        }
+        out
+    });
     for chunk in 0..N / 200 {
+        let next = chunk * 200;
+        for (seen, who) in [(&mut ws_seen, "WebSocket"), (&mut sse_seen, "SSE")] {
+            let what = format!("the fast {who} reader to be within {LEAD} events of {next}");
+            within(
+                Duration::from_secs(60),
+                &what,
+                seen.wait_for(|&n| n + LEAD >= next),
+            )
+            .await
+            .expect("the reader's task is alive");
+        }
         let events: Vec<Value> = (chunk * 200..chunk * 200 + 200)
             .map(|n| json!({"topic": "big", "type": "x", "data": {"n": n, "pad": pad}}))
             .collect();
