@@ -16,6 +16,8 @@ use crate::protocol::Transport;
 
 /// Longest heartbeat interval accepted.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+/// Most SWITCHYARD_FANOUT_LINGER may be: a wait longer than this is no longer live.
+const MAX_FANOUT_LINGER: Duration = Duration::from_millis(100);
 /// Shortest heartbeat interval accepted (a faster one would only burn CPU).
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 /// Longest long-poll wait accepted (stay below common proxy read timeouts of 60 s+).
@@ -207,6 +209,13 @@ pub struct Config {
     /// event may wait up to one round trip (more against a client that delays its ACKs).
     #[arg(long, env = "SWITCHYARD_TCP_NODELAY", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub tcp_nodelay: bool,
+
+    /// Longest an event waits in a busy fan-out for more, so that several leave in one
+    /// write to each socket (0 = never wait). Busy: events come faster than one per
+    /// linger, and writing one to every parked stream takes about as long as the time
+    /// between them; an idle or lightly loaded server never waits.
+    #[arg(long, env = "SWITCHYARD_FANOUT_LINGER", default_value = "10ms", value_parser = parse_fanout_linger)]
+    pub fanout_linger: HumanDuration,
 
     /// The demo app's routes and page: on or off. Unset: on on a loopback address, off
     /// on any other (the demo has no real accounts). With no token key, the demo makes
@@ -519,6 +528,10 @@ fn parse_connection_timeout(s: &str) -> Result<HumanDuration, String> {
     parse_duration_in(s, Duration::from_millis(100), MAX_CONNECTION_TIMEOUT)
 }
 
+fn parse_fanout_linger(s: &str) -> Result<HumanDuration, String> {
+    parse_duration_in(s, Duration::ZERO, MAX_FANOUT_LINGER)
+}
+
 fn parse_heartbeat(s: &str) -> Result<HumanDuration, String> {
     parse_duration_in(s, MIN_HEARTBEAT, MAX_HEARTBEAT)
 }
@@ -653,6 +666,15 @@ mod tests {
         assert_eq!(c.poll_batch, 1000);
         assert_eq!(c.demo, None, "on by the address");
         assert!(c.tcp_nodelay, "latency first");
+        assert_eq!(c.fanout_linger.get(), Duration::from_millis(10));
+        let off = Config::try_parse_from(["switchyard", "--fanout-linger", "0"]).expect("parses");
+        assert!(off.fanout_linger.get().is_zero());
+        let err = Config::try_parse_from(["switchyard", "--fanout-linger", "1s"])
+            .expect_err("past the cap");
+        assert_eq!(
+            one_line_error(&err).as_deref(),
+            Some(r#"invalid SWITCHYARD_FANOUT_LINGER="1s": expected a duration from 0s to 100ms"#)
+        );
         let c = Config::try_parse_from(["switchyard", "--tcp-nodelay", "off"]).expect("parses");
         assert!(!c.tcp_nodelay);
     }

@@ -167,6 +167,7 @@ impl AppState {
             log.clone(),
             metrics.handed_back.clone(),
             metrics.first_write.clone(),
+            config.fanout_linger.get(),
         ));
         let outputs = TRANSPORTS
             .iter()

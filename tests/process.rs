@@ -65,6 +65,11 @@ async fn an_invalid_variable_stops_the_start_with_one_line() {
         ),
         ("SWITCHYARD_DEMO", "maybe", "expected on or off"),
         ("SWITCHYARD_TCP_NODELAY", "nagle", "expected on or off"),
+        (
+            "SWITCHYARD_FANOUT_LINGER",
+            "1s",
+            "expected a duration from 0s to 100ms",
+        ),
     ];
     for (var, value, words) in cases {
         let (code, _, stderr) = run_binary(&[(var, value)], &[]).await;
@@ -144,6 +149,7 @@ async fn help_lists_every_variable_with_its_default() {
         ("SWITCHYARD_MAX_STREAMS_PER_CLIENT", "500"),
         ("SWITCHYARD_IDEMPOTENCY_WINDOW", "10m"),
         ("SWITCHYARD_TCP_NODELAY", "on"),
+        ("SWITCHYARD_FANOUT_LINGER", "10ms"),
     ] {
         assert!(
             stdout.contains(&format!("[env: {var}")),

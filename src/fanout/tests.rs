@@ -19,12 +19,17 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_lingering(Duration::ZERO)
+}
+
+fn rig_lingering(linger: Duration) -> Rig {
     let log: SharedLog = Arc::new(MemoryLog::new(MemoryConfig::default()));
     Rig {
         fanout: Arc::new(Fanout::new(
             log.clone(),
             Counter::default(),
             prometheus_client::metrics::histogram::Histogram::new([0.001]),
+            linger,
         )),
         log,
         output: Arc::new(Output {
@@ -209,4 +214,46 @@ async fn a_hand_back_under_load_loses_and_repeats_nothing() {
         "the reader's bytes are not every frame once, in order"
     );
     assert_eq!(sub.cursor(), *events[199].id);
+}
+
+#[test]
+fn a_shard_is_busy_only_when_events_come_faster_than_it_writes_them() {
+    let ms = Duration::from_millis;
+    let us = Duration::from_micros;
+    let fanout = rig_lingering(ms(10)).fanout;
+    // 8 shards × 1 ms of writing per event ≥ 5 ms between events.
+    assert!(fanout.busy(ms(5), ms(1)));
+    // Writing one event takes 4 ms of the 5 between them: keeping up.
+    assert!(!fanout.busy(ms(5), us(500)));
+    // Events further apart than the linger: never worth waiting for the next.
+    assert!(!fanout.busy(ms(20), ms(10)));
+    let never = rig().fanout;
+    assert!(
+        !never.busy(Duration::ZERO, ms(100)),
+        "a zero linger never waits"
+    );
+}
+
+/// On the paused clock: the gaps are exact, and a linger's wait ends as soon as nothing
+/// else can run.
+#[tokio::test(start_paused = true)]
+async fn a_lingering_shard_writes_every_event_once_in_order() {
+    let rig = rig_lingering(Duration::from_millis(50));
+    let (sink, mut pipe) = rig.sink(1 << 20);
+    let mut sub = rig.subscribe().await;
+    assert!(sink.park(&mut sub, Instant::now()));
+    let mut events = Vec::new();
+    // Back to back, then one by one further apart than the linger: both kinds of gap.
+    for i in 0..60 {
+        events.push(rig.publish(100).await);
+        if i >= 50 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+    let want: Vec<u8> = events.iter().flat_map(|e| e.sse.to_vec()).collect();
+    let got = read(&mut pipe, want.len(), "every event").await;
+    assert!(got == want, "the bytes are not every frame once, in order");
+    nothing_more(&mut pipe).await;
 }
