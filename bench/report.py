@@ -873,7 +873,57 @@ def targets18_section(data, lines, variant=""):
     return missed
 
 
-def limits_section(data, missed, lines, missed18=()):
+# What changed in switchyard between the earlier directories and the last one (for the
+# before-and-after section; say it anew when a later build is re-run).
+CHANGE_NOTE = ("What changed between them: the fan-out's write coalescing "
+               "(`SWITCHYARD_FANOUT_LINGER`, docs/protocol.md): a shard whose events come "
+               "faster than it writes them gathers up to 8 into one write per socket.")
+
+# What a re-run changed, per scenario: (label, figure, formatter, lower is better).
+CHANGE_FIGURES = (
+    ("deliveries/s", fg("deliveries_per_s"), fmt_int, False),
+    ("server CPU per delivery (µs)", cpu_per_delivery_us, fmt_f2, True),
+    ("latency p50 (ms)", lat("p50_ms"), fmt_ms, True),
+    ("latency p99 (ms)", lat("p99_ms"), fmt_ms, True),
+)
+
+
+def changes_section(before, before_meta, data, scen_meta, lines):
+    """Before and after: every scenario a later directory re-ran, switchyard's figures
+    in the earlier and the later run, each beside Nchan's of the same run (so the
+    ratios, not the absolute figures, compare across the two runs)."""
+    scs = [sc for sc in ORDER if (sc, "switchyard") in before and (sc, "switchyard") in data]
+    if not scs:
+        return
+    was = sorted({before_meta[sc].get("git", "?") for sc in scs})
+    now = sorted({scen_meta[sc].get("git", "?") for sc in scs})
+    lines.append("## Before and after (scenarios re-run with a later build)")
+    lines.append("")
+    lines.append(
+        "Each scenario below ran twice, each time with Nchan in the same rotation: with "
+        f"switchyard {' / '.join(was)} (the earlier directories), then with {' / '.join(now)} "
+        "(the last one). The machine's speed drifts between runs, so compare each build's "
+        "ratio to Nchan of its own run. " + CHANGE_NOTE)
+    lines.append("")
+    lines.append("| scenario | figure | switchyard before | Nchan (that run) | ratio before "
+                 "| switchyard after | Nchan (that run) | ratio after |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for sc in scs:
+        for label, f, fmt, _ in CHANGE_FIGURES:
+            a, an = m(before, sc, "switchyard", f), m(before, sc, "nchan", f)
+            b, bn = m(data, sc, "switchyard", f), m(data, sc, "nchan", f)
+            if a is None or b is None or (a == 0 and b == 0):
+                continue
+            show = lambda x: "–" if x is None else fmt(x)  # noqa: E731
+            r1, r2 = ratio(a, an), ratio(b, bn)
+            lines.append(f"| {sc} | {label} | {show(a)} | {show(an)} | "
+                         f"{fmt_ratio(r1) if r1 is not None else '–'} | {show(b)} | {show(bn)} | "
+                         f"{fmt_ratio(r2) if r2 is not None else '–'} |")
+    lines.append("")
+
+
+def limits_section(data, missed, lines, missed18=(), before=None):
+    before = before or {}
     # The broadcast is explained whether or not its target was met: it sits near the floor.
     scale = [x for x in ("scale", "scale-mixed") if (x, "switchyard") in data and (x, "nchan") in data]
     if not missed and not scale:
@@ -934,7 +984,8 @@ def limits_section(data, missed, lines, missed18=()):
     d, n = (m(data, "fanout-ws", "switchyard", cpu_per_delivery_us),
             m(data, "fanout-ws-nagle", "switchyard", cpu_per_delivery_us))
     lo, ln = m(data, "lowrate", "switchyard", lat("p99_ms")), m(data, "lowrate-nagle", "switchyard", lat("p99_ms"))
-    if None not in (d, n, lo, ln):
+    cpu_missed = [sc for sc in ("fanout-sse", "fanout-ws") if sc in missed18]
+    if None not in (d, n, lo, ln) and cpu_missed:
         lines.append(
             "**Server CPU per delivery with one publisher.** Missed with switchyard's defaults, "
             "met with `SWITCHYARD_TCP_NODELAY=off` (the table \"With SWITCHYARD_TCP_NODELAY=off\" "
@@ -944,6 +995,27 @@ def limits_section(data, missed, lines, missed18=()):
             "Kestrel (SignalR) and Node's http server (Socket.IO): with Nagle the low-rate p99 "
             f"went from {fmt_ms(lo)} to {fmt_ms(ln)} ms on loopback, and on a real network an "
             "event can wait up to a round trip, more against a client that delays its ACKs.")
+        lines.append("")
+    elif d is not None and not cpu_missed and ("fanout-ws", "switchyard") in before:
+        b = m(before, "fanout-ws", "switchyard", cpu_per_delivery_us)
+        bn = m(before, "fanout-ws", "nchan", cpu_per_delivery_us)
+        dn = m(data, "fanout-ws", "nchan", cpu_per_delivery_us)
+        lines.append(
+            "**Server CPU per delivery with one publisher: what changed it.** Nearly all of a "
+            "delivery's CPU is the kernel's send path, and with TCP_NODELAY every write is a "
+            "segment, whose send (and, on loopback, the receiver's TCP processing, done in the "
+            "sender's context) costs about the same whatever its length. Before, every event "
+            "left in a write of its own: WebSocket "
+            + (f"{fmt_f2(b)} µs against Nchan's {fmt_f2(bn)} µs in the same run ({fmt_ratio(ratio(b, bn))}), " if None not in (b, bn) else "")
+            + "where Nchan's connections run with Nagle's algorithm (nginx sets TCP_NODELAY only "
+            "on kept-alive connections), so its kernel sends several events per segment. Now a "
+            "busy fan-out shard gathers up to 8 events into one write per socket "
+            "(`SWITCHYARD_FANOUT_LINGER`, 10 ms at most; docs/protocol.md): "
+            + (f"{fmt_f2(d)} µs against Nchan's {fmt_f2(dn)} µs ({fmt_ratio(ratio(d, dn))}). " if dn is not None else f"{fmt_f2(d)} µs. ")
+            + "TCP_NODELAY stays on, as in Go (Centrifugo), Kestrel (SignalR) and Node's http "
+            "server (Socket.IO): the coalescing happens only when the fan-out is busy, bounded "
+            "by a timer rather than by the client's ACKs. The TCP_NODELAY=off tables above are "
+            "of the build before the linger.")
         lines.append("")
     lp = data.get(("longpoll", PEER), [])
     if lp and not all(r.fg["complete"] for r in lp):
@@ -967,6 +1039,11 @@ def limits_section(data, missed, lines, missed18=()):
         def busy_of(sc):
             x = [m(data, sc, srv, cores_busy) for srv in SERVERS]
             return "–" if None in x else f"{x[0]:.2f} / {x[1]:.2f}"
+
+        def gen_ms(sc):
+            x = [m(data, sc, srv, lambda r: r.fg["generator_cpu_delivery_s"] / r.fg["published"] * 1e3
+                   if r.fg.get("published") else None) for srv in SERVERS]
+            return "–" if None in x else f"{x[0]:.1f} / {x[1]:.1f}"
         lines.append(
             "**Latency at the fixed loads.** The p99 target (≤ 0.5× Nchan's) is met in "
             + (", ".join(x for x in LOADS if x not in missed18) or "none")
@@ -977,11 +1054,19 @@ def limits_section(data, missed, lines, missed18=()):
             + ", because a delivery costs more server CPU at a lower rate ("
             + "; ".join(f"{sc}: {fmt_f2(a)} µs switchyard, {fmt_f2(b)} µs Nchan"
                         for sc, (a, b) in cpd.items() if a is not None and b is not None)
-            + "; 4 – 8 µs in the one-publisher fan-outs), most likely because each event then finds the threads "
-            "of both sides asleep (not profiled). The latency at those loads is then mostly "
-            "the queueing of two cores shared with the generator. What would move it: less CPU "
-            "per delivery when events come one at a time (fewer wake-ups per event), or a "
-            "generator on a machine of its own; neither was done in this round.")
+            + "), most likely because each event then finds the threads "
+            "of both sides asleep: at a high rate the generator's thread is already awake when "
+            "a write arrives, at a low one every write wakes it, and on loopback the writer "
+            "pays for that wake-up (not profiled). The generator is the floor under both "
+            "servers' latency at the lower loads: it reads every event from 1,000 sockets on "
+            "one thread, at "
+            + "; ".join(f"{sc}: {gen_ms(sc)} ms of generator CPU per event" for sc in LOADS
+                        if gen_ms(sc) != "–")
+            + " (switchyard / Nchan runs), so the subscriber it reads last waits for the "
+            "999 reads before it whatever the server does; both servers' p50 is about half of "
+            "that where the cores have room. What would move it: a generator on a machine of "
+            "its own, or less CPU per delivery when events come one at a time (fewer "
+            "wake-ups); neither was done in this round.")
         lines.append("")
     for sc, label in (("fanout-sse", "SSE"), ("fanout-ws", "WebSocket")):
         if sc in missed:
@@ -1198,12 +1283,18 @@ def main():
     dirs = [os.path.abspath(d) for d in a.dir]
     dirpath = dirs[0]
     data, scen_meta, per_dir = {}, {}, {}
+    # The runs the last directory replaced, and their scenarios' meta: the "before" of
+    # its re-runs.
+    before, before_meta = {}, {}
     for d in dirs:
         got = load(d)
         if not got:
             sys.exit(f"report.py: no run reports in {d}")
         per_dir[d] = got
         for sc in {sc for sc, _ in got}:
+            if sc in scen_meta and d == dirs[-1] and len(dirs) > 1:
+                before.update({k: v for k, v in data.items() if k[0] == sc})
+                before_meta[sc] = scen_meta[sc]
             data = {k: v for k, v in data.items() if k[0] != sc}
             scen_meta[sc] = read_kv(os.path.join(d, f"{sc}.meta"))
         data.update(got)
@@ -1283,7 +1374,8 @@ def main():
     lines.extend(missed_lines)
     missed18 = targets18_section(data, lines)
     targets18_section(data, lines, "-nagle")
-    limits_section(data, missed, lines, missed18)
+    changes_section(before, before_meta, data, scen_meta, lines)
+    limits_section(data, missed, lines, missed18, before)
 
     lines.append("## Scenarios")
     lines.append("")
