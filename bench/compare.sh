@@ -34,6 +34,8 @@
 #   BIN_SERVER   the switchyard binary (default target/release/switchyard), e.g. to
 #                compare two builds: SERVERS=switchyard BARE=0 BIN_SERVER=/tmp/old …
 #   BIN_BENCH    the generator (default target/release/switchyard-bench)
+#   GEN_ARGS     more generator flags for every run, e.g. "--procs 2" (subscribers read
+#                by two processes); they are in each run's .cmd file
 #   BIN_BARE     the bare fan-out server (default target/release/switchyard-bare)
 #   BARE=0       do not run the bare fan-out server in the scale scenarios
 #   NCHAN_CEILING  events/s the fixed loads are percentages of (default: the median
@@ -357,7 +359,7 @@ run_one() {
     # The bare server speaks the part of Nchan's protocol the generator uses.
     local flavor=$server
     [[ $server == bare ]] && flavor=nchan
-    args="$(scenario_args "$scenario") --server $flavor --url $url --server-pid $SERVER_PID --timeout 300"
+    args="$(scenario_args "$scenario") ${GEN_ARGS:-} --server $flavor --url $url --server-pid $SERVER_PID --timeout 300"
     local bg_cmd=""
     if [[ $scenario == scale-mixed ]]; then
         # Both generators on one topic; the background one also reads the server's
