@@ -563,14 +563,16 @@ def nagle_section(data, lines):
         return
     lines.append("## With SWITCHYARD_TCP_NODELAY=off (Nagle's algorithm, as Nchan runs)")
     lines.append("")
-    lines.append("switchyard sets TCP_NODELAY on every socket by default: an event leaves in the "
-                 "write that carries it. nginx sets it only on kept-alive connections, so "
+    lines.append("switchyard sets TCP_NODELAY on every socket by default: a write leaves at "
+                 "once (a busy fan-out gathers several events into one write first, "
+                 "`SWITCHYARD_FANOUT_LINGER`). nginx sets it only on kept-alive connections, so "
                  "Nchan's subscriber connections run with Nagle's algorithm: while a write is "
                  "unacknowledged the kernel holds the next small ones and sends them together "
                  "when the ACK comes, so the transmit (and, on loopback, the receiver's TCP "
                  "processing) is done once for several events, and part of it in the ACK's "
                  "context, outside the server's CPU. `perf record` of the two WebSocket "
-                 "fan-outs (1,000 subscribers × 2,000 events, 2026-12-04): switchyard "
+                 "fan-outs (1,000 subscribers × 2,000 events, 2026-12-04, the build before "
+                 "the fan-out's linger, when every event left in a write of its own): switchyard "
                  "(TCP_NODELAY) spends 62% of its samples under `__tcp_push_pending_frames`, "
                  "Nchan 12%; both spend about 88% in the kernel. The same scenarios with "
                  "switchyard on Nagle too, Nchan unchanged, same-run medians:")
@@ -1014,8 +1016,11 @@ def limits_section(data, missed, lines, missed18=(), before=None):
             + (f"{fmt_f2(d)} µs against Nchan's {fmt_f2(dn)} µs ({fmt_ratio(ratio(d, dn))}). " if dn is not None else f"{fmt_f2(d)} µs. ")
             + "TCP_NODELAY stays on, as in Go (Centrifugo), Kestrel (SignalR) and Node's http "
             "server (Socket.IO): the coalescing happens only when the fan-out is busy, bounded "
-            "by a timer rather than by the client's ACKs. The TCP_NODELAY=off tables above are "
-            "of the build before the linger.")
+            "by a timer rather than by the client's ACKs. "
+            + ("The TCP_NODELAY=off tables above are of this build too (both coalesce: the "
+               "shard in its writes, the kernel in its segments)."
+               if ("fanout-ws-nagle", "switchyard") in before else
+               "The TCP_NODELAY=off tables above are of the build before the linger."))
         lines.append("")
     lp = data.get(("longpoll", PEER), [])
     if lp and not all(r.fg["complete"] for r in lp):
