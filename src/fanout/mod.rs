@@ -128,6 +128,15 @@ struct Shard {
     spawned: Once,
 }
 
+/// What a shard knows of the pace of events (see [`Fanout::busy`]).
+#[derive(Default)]
+struct Pace {
+    /// When the head last moved.
+    last_change: Option<Instant>,
+    /// How long the shard's latest round of writes took.
+    round: Duration,
+}
+
 /// A sink in a shard's list, valid while the sink is parked under this generation.
 type Entry = (Arc<Sink>, u64);
 
@@ -254,38 +263,11 @@ impl Fanout {
         let mut sinks: Vec<Entry> = Vec::new();
         // Position every sink of `sinks` has been written up to.
         let mut done = head.as_mut().map_or(0, |h| h.borrow_and_update().seq);
-        // When the head last moved, and how long the latest round took.
-        let mut last_change: Option<Instant> = None;
-        let mut round = Duration::ZERO;
+        let mut pace = Pace::default();
         loop {
             let closed = match head.as_mut() {
                 None => true,
-                Some(head) => {
-                    let changed = tokio::select! {
-                        changed = head.changed() => Some(changed.is_err()),
-                        () = shard.wake.notified() => None,
-                    };
-                    match changed {
-                        Some(true) => true,
-                        Some(false) => {
-                            let now = Instant::now();
-                            let gap = last_change.map(|t| now - t);
-                            last_change = Some(now);
-                            if gap.is_some_and(|gap| self.busy(gap, round))
-                                && head.borrow().seq < done + LINGER_EVENTS
-                            {
-                                let closed = self
-                                    .linger(head, done + LINGER_EVENTS, gap.unwrap_or_default())
-                                    .await;
-                                last_change = Some(Instant::now());
-                                closed
-                            } else {
-                                false
-                            }
-                        }
-                        None => false,
-                    }
-                }
+                Some(head) => self.next_round(shard, head, &mut pace, done).await,
             };
             let new = {
                 let mut incoming = lock(&shard.incoming);
@@ -334,11 +316,40 @@ impl Fanout {
             } else {
                 let start = Instant::now();
                 let reached = self.deliver(&mut sinks, from, latest).await;
-                round = start.elapsed();
+                pace.round = start.elapsed();
                 reached
             };
             shard.held.store(sinks.len(), Ordering::Relaxed);
         }
+    }
+
+    /// Waits for a reason to write: a new head (a busy shard then waits a little longer
+    /// for more, see [`Fanout::busy`]), or a sink that came or left. `done`: what every
+    /// sink of the shard has had. `true` if the log closed.
+    async fn next_round(
+        &self,
+        shard: &Shard,
+        head: &mut watch::Receiver<Head>,
+        pace: &mut Pace,
+        done: u64,
+    ) -> bool {
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() {
+                return true;
+            },
+            () = shard.wake.notified() => return false,
+        }
+        let now = Instant::now();
+        let Some(gap) = pace.last_change.replace(now).map(|t| now - t) else {
+            return false;
+        };
+        let want = done + LINGER_EVENTS;
+        if !self.busy(gap, pace.round) || head.borrow().seq >= want {
+            return false;
+        }
+        let closed = self.linger(head, want, gap).await;
+        pace.last_change = Some(Instant::now());
+        closed
     }
 
     /// Whether a shard whose latest round took `round` and whose head moved again after
