@@ -442,17 +442,7 @@ async fn poll_switchyard(
                 cfg.target.prefix, cfg.topic, cfg.poll_timeout
             ),
         };
-        attempt.bounded(send.ready()).await??;
-        let resp = attempt
-            .bounded(send.send_request(get(cfg, path)?))
-            .await??;
-        if resp.status() != StatusCode::OK {
-            return Err(status_error(resp).await);
-        }
-        let body = attempt
-            .bounded(resp.into_body().collect())
-            .await??
-            .to_bytes();
+        let body = poll_once(cfg, attempt, send, path).await?;
         let now = now_us();
         let answer = PollAnswer::parse(&body)?;
         scan(&body[..answer.events_end], |n, t| tracker.record(n, t, now));
@@ -467,6 +457,27 @@ async fn poll_switchyard(
             return Err(Error::new("the server asked to reconnect (draining)"));
         }
     }
+}
+
+/// One poll: a GET of `path` on `send` that must answer 200, and its whole body; bounded
+/// by the connect deadline until connected.
+async fn poll_once(
+    cfg: &SubConfig,
+    attempt: &Attempt,
+    send: &mut SendRequest<Empty<Bytes>>,
+    path: String,
+) -> Result<Bytes, Error> {
+    attempt.bounded(send.ready()).await??;
+    let resp = attempt
+        .bounded(send.send_request(get(cfg, path)?))
+        .await??;
+    if resp.status() != StatusCode::OK {
+        return Err(status_error(resp).await);
+    }
+    Ok(attempt
+        .bounded(resp.into_body().collect())
+        .await??
+        .to_bytes())
 }
 
 /// Engine.IO 4 long-polling on the Socket.IO peer: the handshake GET (its `sid`), a POST
@@ -488,17 +499,7 @@ async fn poll_socketio(
             None => format!("{base}&topic={}", cfg.topic),
             Some(sid) => format!("{base}&sid={sid}"),
         };
-        attempt.bounded(send.ready()).await??;
-        let resp = attempt
-            .bounded(send.send_request(get(cfg, path)?))
-            .await??;
-        if resp.status() != StatusCode::OK {
-            return Err(status_error(resp).await);
-        }
-        let body = attempt
-            .bounded(resp.into_body().collect())
-            .await??
-            .to_bytes();
+        let body = poll_once(cfg, attempt, send, path).await?;
         let now = now_us();
         let mut control = Control::default();
         let mut packets = body.split(|b| *b == 0x1e);
